@@ -1,0 +1,29 @@
+# Quick start: `make run` (set-up + the default pipeline) and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(abspath $(VENV))/bin
+export PATH := $(BIN):$(PATH)
+export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
+
+.PHONY: run test test-fast lint bench clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $@
+
+run: $(VENV)/.installed  ## the default pipeline, end to end: data -> split -> train -> evaluate
+	dvc repro
+	dvc metrics show
+
+test: $(VENV)/.installed  ## every test, end-to-end runs of dvc and mlflow included
+	python -m pytest
+
+test-fast: $(VENV)/.installed
+	python -m pytest -m "not slow"
+
+lint: $(VENV)/.installed
+	ruff check src tests
+
+clean:  ## pipeline outputs and the local MLflow store (keeps .venv)
+	rm -rf data/raw data/split models metrics/eval.json plots mlflow.db mlartifacts

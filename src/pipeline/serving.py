@@ -1,0 +1,77 @@
+"""The pyfunc model `mlflow models serve` runs: named features in, labels or values out."""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+import mlflow.models
+import mlflow.pyfunc
+import numpy as np
+import pandas as pd
+
+
+def output_columns(record: dict[str, Any]) -> list[str]:
+    if record["task"] == "regression":
+        return ["prediction"]
+    return ["label"] + [f"prob_{name}" for name in record["class_names"]]
+
+
+def signature(record: dict[str, Any]) -> Any:
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+
+    inputs = Schema([ColSpec("double", name) for name in record["feature_names"]])
+    if record["task"] == "regression":
+        outputs = Schema([ColSpec("double", "prediction")])
+    else:
+        outputs = Schema(
+            [ColSpec("string", "label")] + [ColSpec("double", c) for c in output_columns(record)[1:]]
+        )
+    return ModelSignature(inputs=inputs, outputs=outputs)
+
+
+def pip_requirements() -> list[str]:
+    """Pinned to what trained the model; explicit, so MLflow need not infer them (slow)."""
+    pins = []
+    for name in ("mlflow", "torch", "numpy", "pandas", "pydantic", "pyyaml"):
+        try:
+            pins.append(f"{name}=={version(name).split('+')[0]}")
+        except PackageNotFoundError:
+            pins.append(name)
+    return pins
+
+
+def answer(record: dict[str, Any], outputs: np.ndarray) -> pd.DataFrame:
+    """Model outputs (probabilities or values) -> the served table."""
+    if record["task"] == "regression":
+        return pd.DataFrame({"prediction": outputs})
+    names = np.asarray(record["class_names"], dtype=object)
+    table = {"label": names[outputs.argmax(axis=1)]}
+    table.update({col: outputs[:, i] for i, col in enumerate(output_columns(record)[1:])})
+    return pd.DataFrame(table)
+
+
+class FFNModel(mlflow.pyfunc.PythonModel):
+    def load_context(self, context: Any) -> None:
+        from pipeline.checkpoints import load_model
+
+        self.model, self.record = load_model(context.artifacts["model"])
+
+    # no type hints here: MLflow would read them as a schema and the signature is explicit
+    def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
+        from pipeline.evaluation import predict
+
+        names = self.record["feature_names"]
+        if isinstance(model_input, pd.DataFrame) and set(names) <= set(model_input.columns):
+            frame = model_input[names]
+        else:
+            frame = pd.DataFrame(np.asarray(model_input))
+        if frame.shape[1] != len(names):
+            raise ValueError(f"expected {len(names)} feature columns, got {frame.shape[1]}")
+        features = frame.to_numpy(dtype=np.float32)
+        outputs = predict(self.model, features, self.record["loss"])
+        return answer(self.record, outputs)
+
+
+mlflow.models.set_model(FFNModel())  # this file is the model's code ("models from code")

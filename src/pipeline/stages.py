@@ -1,0 +1,302 @@
+"""The four stages: read inputs, call the pure modules, write outputs atomically, track.
+
+Each function is what one `pipeline <stage>` command (and one DVC stage) does.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline.config import Params, check_task, default_loss
+from pipeline.errors import PipelineError
+from pipeline.files import read_json, write_json
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where each stage reads and writes, relative to the repository root."""
+
+    root: Path = Path(".")
+
+    @property
+    def dataset(self) -> Path:
+        return self.root / "data" / "raw" / "dataset.npz"
+
+    @property
+    def split_dir(self) -> Path:
+        return self.root / "data" / "split"
+
+    @property
+    def models(self) -> Path:
+        return self.root / "models"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.models / "checkpoints"
+
+    @property
+    def model(self) -> Path:
+        return self.models / "model.pt"
+
+    @property
+    def history(self) -> Path:
+        return self.models / "history.json"
+
+    @property
+    def run(self) -> Path:
+        return self.models / "run.json"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics" / "eval.json"
+
+    @property
+    def plots(self) -> Path:
+        return self.root / "plots"
+
+
+# -- data and split -------------------------------------------------------------------------------
+def data(params: Params, layout: Layout = Layout()) -> dict[str, Any]:
+    from pipeline.data import make_dataset, save_dataset
+
+    dataset = make_dataset(params.data)
+    save_dataset(layout.dataset, dataset)
+    return {"rows": len(dataset.targets), "features": dataset.features.shape[1], "task": dataset.task}
+
+
+def split(params: Params, layout: Layout = Layout()) -> dict[str, Any]:
+    from pipeline.data import fingerprint, load_dataset, save_dataset
+    from pipeline.split import PARTS, split_dataset
+
+    parts = split_dataset(load_dataset(layout.dataset), params.split)
+    for name in PARTS:
+        save_dataset(layout.split_dir / f"{name}.npz", parts[name])
+    meta = {
+        **parts["train"].meta(),
+        "rows": {n: len(parts[n].targets) for n in PARTS},
+        "fingerprint": fingerprint(*(parts[n] for n in PARTS)),
+    }
+    write_json(layout.split_dir / "meta.json", meta)
+    return meta["rows"]
+
+
+# -- train ----------------------------------------------------------------------------------------
+class ProgressBar:
+    """A tqdm bar on a terminal; silent in CI logs and pipes unless asked for."""
+
+    def __init__(self, total: int, mode: str, start: int) -> None:
+        show = mode == "on" or (mode == "auto" and sys.stderr.isatty())
+        self.bar = None
+        if show:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, initial=start, unit="epoch", file=sys.stderr)
+
+    def on_epoch_end(self, trainer: Any, metrics: dict[str, float]) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix(
+                {k: f"{v:.4g}" for k, v in metrics.items() if k.endswith(("loss", "accuracy"))}, refresh=False
+            )
+
+    def on_train_end(self, trainer: Any) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+class Checkpointer:
+    """Every `checkpoint_every` epochs and at the end, into models/checkpoints/."""
+
+    def __init__(self, folder: Path, every: int, description: dict[str, Any]) -> None:
+        self.folder, self.every, self.description = folder, every, description
+        self.saved_epoch = -1
+
+    def on_epoch_end(self, trainer: Any, metrics: dict[str, float]) -> None:
+        if self.every and trainer.state.epoch % self.every == 0:
+            self.save(trainer)
+
+    def on_train_end(self, trainer: Any) -> None:
+        if self.saved_epoch != trainer.state.epoch:
+            self.save(trainer)
+
+    def save(self, trainer: Any) -> None:
+        from pipeline.checkpoints import save_checkpoint
+
+        save_checkpoint(self.folder, trainer.state.epoch, trainer.state_dict(), self.description)
+        self.saved_epoch = trainer.state.epoch
+
+
+class MetricLogger:
+    def __init__(self, tracker: Any) -> None:
+        self.tracker = tracker
+
+    def on_epoch_end(self, trainer: Any, metrics: dict[str, float]) -> None:
+        values = {k: v for k, v in metrics.items() if k not in ("epoch", "step")}
+        self.tracker.log_metrics(values, step=int(metrics["epoch"]))
+
+    def on_train_end(self, trainer: Any) -> None:
+        self.tracker.flush()
+
+
+def _load_split(layout: Layout) -> tuple[dict[str, Any], dict[str, Any]]:
+    from pipeline.data import load_dataset
+
+    meta_path = layout.split_dir / "meta.json"
+    if not meta_path.is_file():
+        raise PipelineError(f"{meta_path} is missing: run `pipeline split` first")
+    meta = read_json(meta_path)
+    return meta, {name: load_dataset(layout.split_dir / f"{name}.npz") for name in ("train", "val")}
+
+
+def train(params: Params, layout: Layout = Layout()) -> dict[str, Any]:
+    from pipeline import __version__, checkpoints
+    from pipeline.model import build_model, head_size
+    from pipeline.tracking import Tracker, git_tags
+    from pipeline.training import Trainer, resolve_device, seed_everything, to_tensors
+
+    cfg = params.train
+    meta, parts = _load_split(layout)
+    check_task(params, meta["task"], len(meta["class_names"]) or None)
+    loss = default_loss(meta["task"]) if cfg.loss == "auto" else cfg.loss
+    device = resolve_device(cfg.device)
+    seed_everything(cfg.seed, device)
+    train_part, val_part = parts["train"], parts["val"]
+    n_inputs = train_part.features.shape[1]
+    n_outputs = head_size(loss, max(len(meta["class_names"]), 1))
+    model = build_model(params.model, n_inputs, n_outputs, meta["scale"])
+    description = {
+        "config": params.to_dict(),
+        "data_fingerprint": meta["fingerprint"],
+        "loss": loss,
+        "task": meta["task"],
+        "n_inputs": n_inputs,
+        "n_outputs": n_outputs,
+        "scale": meta["scale"],
+        "feature_names": meta["feature_names"],
+        "class_names": meta["class_names"],
+    }
+    trainer = Trainer(model, cfg, loss, device)
+    resumed_from = None
+    if cfg.resume and (saved := checkpoints.newest_compatible(layout.checkpoints, description)):
+        trainer.load_state_dict(saved["trainer"])
+        resumed_from = saved["epoch"]
+    else:
+        checkpoints.clear_checkpoints(layout.checkpoints)
+    previous_run = _previous_run_id(layout) if resumed_from else None
+
+    tags = {
+        "data_fingerprint": meta["fingerprint"],
+        "device": str(device),
+        "package_version": __version__,
+        **git_tags(layout.root),
+    }
+    if exp := os.environ.get("DVC_EXP_NAME"):
+        tags["dvc_exp_name"] = exp
+    tracker = Tracker.start(params.tracking, params.to_dict(), tags, run_id=previous_run)
+    write_json(layout.checkpoints / "run.json", {"run_id": tracker.run_id})
+    try:
+        callbacks = [
+            MetricLogger(tracker),
+            Checkpointer(layout.checkpoints, cfg.checkpoint_every, description),
+            ProgressBar(cfg.epochs, cfg.progress, trainer.state.epoch),
+        ]
+        train_data = to_tensors(train_part.features, train_part.targets, loss, device)
+        val_data = (
+            to_tensors(val_part.features, val_part.targets, loss, device) if len(val_part.targets) else None
+        )
+        state = trainer.fit(train_data, val_data, callbacks)
+        epoch = state.best_epoch if cfg.restore_best and state.best_epoch else state.epoch
+        record = checkpoints.model_record(trainer.model, description=description, epoch=epoch)
+        checkpoints.save_model(layout.model, record)
+        write_json(
+            layout.history,
+            {
+                "stop_reason": state.stop_reason,
+                "epochs": state.epoch,
+                "steps": state.step,
+                "best_epoch": state.best_epoch,
+                "resumed_from": resumed_from,
+                "history": state.history,
+            },
+        )
+        tracker.set_tags({"stop_reason": state.stop_reason})
+        example = _input_example(train_part)
+        model_uri = tracker.log_model(layout.model, record, example)
+        write_json(layout.run, {**tracker.info(), "model_uri": model_uri})
+    except BaseException as exc:
+        tracker.finish("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+        raise
+    tracker.finish()
+    return {"epochs": state.epoch, "stop_reason": state.stop_reason, **state.history[-1]}
+
+
+def _previous_run_id(layout: Layout) -> str | None:
+    """The run a killed training was logging into (from its checkpoints' run.json, if any)."""
+    try:
+        return read_json(layout.checkpoints / "run.json").get("run_id")
+    except (OSError, ValueError):
+        return None
+
+
+def _input_example(part: Any) -> Any:
+    import pandas as pd
+
+    rows = part.features[:3].astype("float64")
+    return pd.DataFrame(rows, columns=part.feature_names)
+
+
+# -- evaluate -------------------------------------------------------------------------------------
+def evaluate(params: Params, layout: Layout = Layout()) -> dict[str, Any]:
+    from pipeline import evaluation, plots
+    from pipeline.checkpoints import load_model
+    from pipeline.data import load_dataset
+    from pipeline.tracking import Tracker
+
+    model, record = load_model(layout.model)
+    test = load_dataset(layout.split_dir / "test.npz")
+    if test.features.shape[1] != record["n_inputs"]:
+        raise PipelineError(
+            f"{layout.split_dir / 'test.npz'} has {test.features.shape[1]} features, the model "
+            f"{record['n_inputs']}: re-run `pipeline train`"
+        )
+    outputs = evaluation.predict(model, test.features, record["loss"], params.evaluate.batch_size)
+    history = read_json(layout.history)["history"] if layout.history.is_file() else []
+    pngs: list[Path] = []
+    out = layout.plots
+    plots.write_csv(out / "learning_curve.csv", history)
+    if record["task"] == "regression":
+        metrics = evaluation.regression_metrics(test.targets, outputs)
+        plots.write_csv(out / "predictions.csv", evaluation.prediction_rows(test.targets, outputs))
+    else:
+        metrics = evaluation.classification_metrics(test.targets, outputs, record["class_names"])
+        predicted = outputs.argmax(axis=1)
+        plots.write_csv(
+            out / "confusion.csv", evaluation.confusion_rows(test.targets, predicted, record["class_names"])
+        )
+    write_json(layout.metrics, metrics)
+    if params.evaluate.plots:
+        pngs.append(out / "learning_curves.png")
+        plots.learning_curves_png(pngs[-1], history)
+        if record["task"] == "regression":
+            pngs.append(out / "predictions.png")
+            plots.predictions_png(pngs[-1], test.targets, outputs)
+        else:
+            counts = evaluation.confusion_matrix(test.targets, predicted, len(record["class_names"]))
+            pngs.append(out / "confusion_matrix.png")
+            plots.confusion_png(pngs[-1], counts, record["class_names"])
+    run = read_json(layout.run) if layout.run.is_file() else {}
+    tracker = Tracker.join(params.tracking, run.get("run_id"))
+    try:
+        tracker.log_params({"evaluate": params.evaluate.model_dump(mode="json")})
+        tracker.log_metrics(evaluation.flat_metrics(metrics), step=int(record.get("epoch", 0)))
+        tracker.log_artifacts(pngs, "plots")
+        tracker.log_artifacts([layout.metrics], "metrics")
+    except BaseException:
+        tracker.finish("FAILED")
+        raise
+    tracker.finish()
+    return metrics

@@ -1,0 +1,219 @@
+"""MLflow, and only here: one run per pipeline execution, opened by train, joined by evaluate.
+
+The default store is `sqlite:///<repo root>/mlflow.db`, with the root found through DVC's
+throw-away experiment copies (`<root>/.dvc/tmp/exps/...`), so queued and temporary experiments
+land in the user's store; `MLFLOW_TRACKING_URI` overrides it.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from pipeline.config import TrackingConfig
+from pipeline.errors import PipelineError
+
+EXPERIMENT_COPY = os.sep + os.path.join(".dvc", "tmp", "exps") + os.sep
+METRICS_PER_BATCH = 1000  # MLflow's limit for one log_batch call
+FLUSH_SECONDS = 5.0
+
+
+def repo_root(start: Path | None = None) -> Path:
+    """The user's repository root: the working directory, or the repo a DVC copy was made from."""
+    here = (start or Path.cwd()).resolve()
+    text = str(here) + os.sep
+    if EXPERIMENT_COPY in text:
+        return Path(text.split(EXPERIMENT_COPY)[0])
+    return here
+
+
+def tracking_uri(root: Path | None = None) -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{repo_root(root) / 'mlflow.db'}"
+
+
+def artifact_location(uri: str, root: Path | None = None) -> str | None:
+    """Artifacts next to a local store, absolute; a server decides for itself."""
+    if uri.startswith(("sqlite:", "file:", "/")) or "://" not in uri:
+        return (repo_root(root) / "mlartifacts").as_uri()
+    return None
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    """{'train': {'lr': 0.1}} -> {'train.lr': '0.1'}"""
+    flat: dict[str, str] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, name + "."))
+        else:
+            flat[name] = str(value)
+    return flat
+
+
+def git_tags(cwd: Path | None = None) -> dict[str, str]:
+    def git(*args: str) -> str:
+        out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() if out.returncode == 0 else ""
+
+    try:
+        commit = git("rev-parse", "HEAD")
+        dirty = bool(git("status", "--porcelain", "--untracked-files=no")) if commit else False
+    except (OSError, subprocess.TimeoutExpired):
+        return {}
+    return {"git_commit": commit, "git_dirty": str(dirty).lower()} if commit else {}
+
+
+class Tracker:
+    """An open MLflow run, or nothing at all when `tracking.enabled` is false."""
+
+    def __init__(self, cfg: TrackingConfig, run_id: str | None = None) -> None:
+        self.cfg = cfg
+        self.run_id = run_id
+        self._pending: list[Any] = []
+        self._last_flush = time.monotonic()
+
+    @property
+    def enabled(self) -> bool:
+        return self.run_id is not None
+
+    # -- opening ------------------------------------------------------------------------------
+    @classmethod
+    def start(
+        cls, cfg: TrackingConfig, params: dict[str, Any], tags: dict[str, str], run_id: str | None = None
+    ) -> Tracker:
+        """Open this execution's run: `run_id` (a resume), `MLFLOW_RUN_ID`, or a new one."""
+        if not cfg.enabled:
+            return cls(cfg)
+        mlflow = _mlflow()
+        uri = tracking_uri()
+        mlflow.set_tracking_uri(uri)
+        run_id = os.environ.get("MLFLOW_RUN_ID") or run_id
+        try:
+            run = None
+            if run_id:
+                try:
+                    run = mlflow.start_run(run_id=run_id)
+                except mlflow.exceptions.MlflowException:
+                    if run_id == os.environ.get("MLFLOW_RUN_ID"):
+                        raise
+            if run is None:  # a new run; also when the run of a resumed training is gone
+                experiment = mlflow.get_experiment_by_name(cfg.experiment)
+                experiment_id = (
+                    experiment.experiment_id
+                    if experiment
+                    else mlflow.create_experiment(cfg.experiment, artifact_location=artifact_location(uri))
+                )
+                name = os.environ.get("DVC_EXP_NAME") or cfg.run_name
+                run = mlflow.start_run(experiment_id=experiment_id, run_name=name)
+        except mlflow.exceptions.MlflowException as exc:
+            raise PipelineError(f"MLflow at {uri}: {str(exc).splitlines()[0]}") from None
+        tracker = cls(cfg, run.info.run_id)
+        tracker.log_params(params)
+        mlflow.set_tags(tags)
+        return tracker
+
+    @classmethod
+    def join(cls, cfg: TrackingConfig, run_id: str | None) -> Tracker:
+        """Re-open the run train wrote to models/run.json (evaluate logs into it)."""
+        if not cfg.enabled or not run_id:
+            return cls(cfg)
+        mlflow = _mlflow()
+        mlflow.set_tracking_uri(tracking_uri())
+        try:
+            mlflow.start_run(run_id=run_id)
+        except mlflow.exceptions.MlflowException as exc:
+            raise PipelineError(
+                f"MLflow run {run_id} from models/run.json cannot be opened at {tracking_uri()}: "
+                f"{str(exc).splitlines()[0]}; re-run `pipeline train`"
+            ) from None
+        return cls(cfg, run_id)
+
+    def info(self) -> dict[str, Any]:
+        if not self.enabled:
+            return {"run_id": None, "tracking_uri": None, "experiment_id": None}
+        run = _mlflow().get_run(self.run_id)
+        return {
+            "run_id": self.run_id,
+            "experiment_id": run.info.experiment_id,
+            "tracking_uri": tracking_uri(),
+        }
+
+    # -- logging ------------------------------------------------------------------------------
+    def log_params(self, params: dict[str, Any]) -> None:
+        """Log flattened params; a value that differs from one already on the run becomes a tag."""
+        if not self.enabled:
+            return
+        mlflow = _mlflow()
+        existing = mlflow.get_run(self.run_id).data.params
+        flat = {k: v[:6000] for k, v in flatten(params).items()}
+        new = {k: v for k, v in flat.items() if k not in existing}
+        changed = {f"changed.{k}": v for k, v in flat.items() if k in existing and existing[k] != v}
+        if new:
+            mlflow.log_params(new)
+        if changed:
+            mlflow.set_tags(changed)
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        """Buffered: sent in batches of up to 1000 at most every few seconds, and on `flush`."""
+        if not self.enabled:
+            return
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        self._pending += [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        if len(self._pending) >= METRICS_PER_BATCH or time.monotonic() - self._last_flush > FLUSH_SECONDS:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.enabled or not self._pending:
+            return
+        client = _mlflow().MlflowClient()
+        for start in range(0, len(self._pending), METRICS_PER_BATCH):
+            client.log_batch(self.run_id, metrics=self._pending[start : start + METRICS_PER_BATCH])
+        self._pending = []
+        self._last_flush = time.monotonic()
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        if self.enabled:
+            _mlflow().set_tags(tags)
+
+    def log_artifacts(self, paths: list[Path], folder: str) -> None:
+        if not self.enabled:
+            return
+        for path in paths:
+            if path.is_file():
+                _mlflow().log_artifact(str(path), artifact_path=folder)
+
+    def log_model(self, model_file: Path, record: dict[str, Any], example: Any) -> str | None:
+        """Log models/model.pt as the task-speaking pyfunc; returns its `models:/` URI."""
+        if not self.enabled or not self.cfg.log_model:
+            return None
+        from pipeline import serving
+
+        info = _mlflow().pyfunc.log_model(
+            name="model",
+            python_model=serving.__file__,
+            artifacts={"model": str(model_file)},
+            code_paths=[str(Path(serving.__file__).parent)],
+            signature=serving.signature(record),
+            input_example=example,
+            pip_requirements=serving.pip_requirements(),
+            step=int(record.get("epoch", 0)),
+        )
+        return info.model_uri
+
+    def finish(self, status: str = "FINISHED") -> None:
+        if not self.enabled:
+            return
+        self.flush()
+        _mlflow().end_run(status=status)
+
+
+def _mlflow() -> Any:
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    import mlflow
+
+    return mlflow

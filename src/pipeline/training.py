@@ -1,0 +1,259 @@
+"""The fit loop: pure of MLflow and files, it reports each epoch through callbacks.
+
+Data lives on the device as whole tensors and is batched by index; per-epoch metrics are summed
+on the device and read back once per epoch (one host sync per epoch, not per step).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+from pipeline.config import TrainConfig
+from pipeline.model import make_loss
+
+
+@dataclass
+class TensorData:
+    """Features (n, d) and targets (n,) already on the training device."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+@dataclass
+class TrainState:
+    epoch: int = 0
+    step: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_value: float | None = None
+    best_epoch: int = 0
+    bad_epochs: int = 0
+    stop_reason: str = ""
+
+
+class Callback(Protocol):
+    def on_epoch_end(self, trainer: Trainer, metrics: dict[str, float]) -> None: ...
+
+    def on_train_end(self, trainer: Trainer) -> None: ...
+
+
+def resolve_device(name: str) -> torch.device:
+    if name != "auto":
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def seed_everything(seed: int, device: torch.device) -> None:
+    """Same seed, same params, same data on the CPU -> the same metrics, bit for bit."""
+    if device.type == "cuda":
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=device.type != "cpu")
+
+
+def to_tensors(features: np.ndarray, targets: np.ndarray, loss: str, device: torch.device) -> TensorData:
+    """Targets become what the loss wants: class indices, or floats for BCE and regression."""
+    y = torch.from_numpy(targets)
+    y = y.long() if loss == "cross_entropy" else y.float()
+    return TensorData(torch.from_numpy(features).to(device), y.to(device))
+
+
+def make_optimizer(params: Any, cfg: TrainConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(
+            params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay
+        )
+    if cfg.optimizer == "rmsprop":
+        return torch.optim.RMSprop(
+            params,
+            lr=cfg.lr,
+            alpha=cfg.alpha,
+            eps=cfg.eps,
+            weight_decay=cfg.weight_decay,
+            momentum=cfg.momentum,
+            centered=cfg.centered,
+        )
+    cls = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.AdamW
+    return cls(params, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, weight_decay=cfg.weight_decay)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> Any:
+    if cfg.scheduler == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.step_size, gamma=cfg.gamma)
+    if cfg.scheduler == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
+    return None
+
+
+class Metrics:
+    """Sums of loss and errors over an epoch, kept on the device until `read`."""
+
+    def __init__(self, loss: str, device: torch.device) -> None:
+        self.loss_name = loss
+        self.sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss, hits or sq, abs
+        self.count = 0
+
+    def add(self, outputs: torch.Tensor, y: torch.Tensor, loss: torch.Tensor) -> None:
+        n = len(y)
+        self.count += n
+        weighted = loss.double() * n
+        if self.loss_name == "cross_entropy":
+            hits = (outputs.argmax(dim=1) == y).sum().double()
+            self.sums += torch.stack([weighted, hits, torch.zeros_like(hits)])
+        elif self.loss_name == "bce":
+            hits = ((outputs[:, 0] > 0).float() == y).sum().double()
+            self.sums += torch.stack([weighted, hits, torch.zeros_like(hits)])
+        else:
+            err = (outputs[:, 0] - y).double()
+            self.sums += torch.stack([weighted, (err * err).sum(), err.abs().sum()])
+
+    def read(self, prefix: str) -> dict[str, float]:
+        loss, second, third = (self.sums / max(self.count, 1)).tolist()
+        if self.loss_name in ("cross_entropy", "bce"):
+            return {f"{prefix}_loss": loss, f"{prefix}_accuracy": second}
+        return {f"{prefix}_loss": loss, f"{prefix}_rmse": second**0.5, f"{prefix}_mae": third}
+
+
+def batches(n: int, batch_size: int, order: torch.Tensor | None) -> Sequence[Any]:
+    """Index slices (or None for the whole set) covering n rows in `order`."""
+    if batch_size >= n:
+        return [None]
+    if order is None:
+        return [slice(i, i + batch_size) for i in range(0, n, batch_size)]
+    return [order[i : i + batch_size] for i in range(0, n, batch_size)]
+
+
+class Trainer:
+    """Owns model, optimizer, scheduler and RNG; `state_dict` is everything a resume needs."""
+
+    def __init__(self, model: nn.Module, cfg: TrainConfig, loss: str, device: torch.device) -> None:
+        self.model, self.cfg, self.loss_name, self.device = model.to(device), cfg, loss, device
+        self.loss_fn = make_loss(loss, cfg.huber_delta)
+        self.optimizer = make_optimizer(self.model.parameters(), cfg)
+        self.scheduler = make_scheduler(self.optimizer, cfg)
+        self.generator = torch.Generator().manual_seed(cfg.seed)
+        self.state = TrainState()
+        self.best_weights: dict[str, torch.Tensor] | None = None
+        self.eval_batch_size = 8192
+
+    # -- the loop -----------------------------------------------------------------------------
+    def fit(
+        self, train: TensorData, val: TensorData | None, callbacks: Sequence[Callback] = ()
+    ) -> TrainState:
+        cfg, state = self.cfg, self.state
+        n = len(train)
+        batch_size = n if cfg.batch_size == "full" else cfg.batch_size
+        while state.epoch < cfg.epochs and not state.stop_reason:
+            self.model.train()
+            totals = Metrics(self.loss_name, self.device)
+            order = None
+            if cfg.shuffle and batch_size < n:
+                order = torch.randperm(n, generator=self.generator).to(self.device)
+            for index in batches(n, batch_size, order):
+                xb = train.x if index is None else train.x[index]
+                yb = train.y if index is None else train.y[index]
+                outputs = self.model(xb.float())
+                loss = self.loss_fn(self._squeeze(outputs), yb)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                self.optimizer.step()
+                totals.add(outputs.detach(), yb, loss.detach())
+                state.step += 1
+                if cfg.max_steps and state.step >= cfg.max_steps:
+                    state.stop_reason = "max_steps"
+                    break
+            state.epoch += 1
+            lr = self.optimizer.param_groups[0]["lr"]
+            if self.scheduler is not None:
+                self.scheduler.step()
+            metrics = {"epoch": state.epoch, "step": state.step, **totals.read("train"), "lr": lr}
+            if val is not None and len(val):
+                metrics.update(self.evaluate(val).read("val"))
+            state.history.append(metrics)
+            self._track_best(metrics)
+            for callback in callbacks:
+                callback.on_epoch_end(self, metrics)
+        if not state.stop_reason:
+            state.stop_reason = "epochs"
+        if cfg.restore_best and self.best_weights is not None:
+            self.model.load_state_dict(self.best_weights)
+        for callback in callbacks:
+            callback.on_train_end(self)
+        return state
+
+    def _squeeze(self, outputs: torch.Tensor) -> torch.Tensor:
+        return outputs if self.loss_name == "cross_entropy" else outputs[:, 0]
+
+    @torch.no_grad()
+    def evaluate(self, data: TensorData) -> Metrics:
+        self.model.eval()
+        totals = Metrics(self.loss_name, self.device)
+        for index in batches(len(data), self.eval_batch_size, None):
+            xb = data.x if index is None else data.x[index]
+            yb = data.y if index is None else data.y[index]
+            outputs = self.model(xb.float())
+            totals.add(outputs, yb, self.loss_fn(self._squeeze(outputs), yb))
+        return totals
+
+    def _track_best(self, metrics: dict[str, float]) -> None:
+        cfg, state = self.cfg, self.state
+        value = metrics.get(cfg.monitor)
+        if value is None:
+            return
+        larger_is_better = cfg.monitor.endswith("accuracy")
+        improved = state.best_value is None or (
+            value > state.best_value if larger_is_better else value < state.best_value
+        )
+        if improved:
+            state.best_value, state.best_epoch, state.bad_epochs = value, state.epoch, 0
+            if cfg.restore_best:
+                self.best_weights = copy.deepcopy(self.model.state_dict())
+        else:
+            state.bad_epochs += 1
+            if cfg.early_stopping_patience and state.bad_epochs >= cfg.early_stopping_patience:
+                state.stop_reason = "early_stopping"
+
+    # -- resume -------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler else None,
+            "generator": self.generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            "best_weights": self.best_weights,
+            "state": self.state.__dict__.copy(),
+        }
+
+    def load_state_dict(self, saved: dict[str, Any]) -> None:
+        self.model.load_state_dict(saved["model"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        if self.scheduler is not None and saved["scheduler"] is not None:
+            self.scheduler.load_state_dict(saved["scheduler"])
+        self.generator.set_state(saved["generator"])
+        torch.set_rng_state(saved["torch_rng"])
+        if saved.get("cuda_rng") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(saved["cuda_rng"])
+        self.best_weights = saved.get("best_weights")
+        self.state = TrainState(**saved["state"])
+        if self.state.stop_reason == "epochs":  # more epochs may have been asked for since
+            self.state.stop_reason = ""
