@@ -58,8 +58,9 @@ class FFNModel(mlflow.pyfunc.PythonModel):
 
         self.model, self.record = load_model(context.artifacts["model"])
 
-    # no type hints here: MLflow would read them as a schema and the signature is explicit
-    def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
+    def predict(
+        self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
+    ) -> pd.DataFrame:
         from pipeline.evaluation import predict
 
         names = self.record["feature_names"]

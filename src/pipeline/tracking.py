@@ -191,9 +191,17 @@ class Tracker:
         """Log models/model.pt as the task-speaking pyfunc; returns its `models:/` URI."""
         if not self.enabled or not self.cfg.log_model:
             return None
-        from pipeline import serving
+        import warnings
 
-        info = _mlflow().pyfunc.log_model(
+        with warnings.catch_warnings():  # MLflow nags about type hints; the signature is explicit
+            warnings.simplefilter("ignore", UserWarning)
+            from pipeline import serving
+
+            info = self._log_pyfunc(serving, model_file, record, example)
+        return info.model_uri
+
+    def _log_pyfunc(self, serving: Any, model_file: Path, record: dict[str, Any], example: Any) -> Any:
+        return _mlflow().pyfunc.log_model(
             name="model",
             python_model=serving.__file__,
             artifacts={"model": str(model_file)},
@@ -203,7 +211,6 @@ class Tracker:
             pip_requirements=serving.pip_requirements(),
             step=int(record.get("epoch", 0)),
         )
-        return info.model_uri
 
     def finish(self, status: str = "FINISHED") -> None:
         if not self.enabled:
@@ -214,6 +221,7 @@ class Tracker:
 
 def _mlflow() -> Any:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # offline-friendly, and faster
     import mlflow
 
     return mlflow

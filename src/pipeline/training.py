@@ -66,7 +66,12 @@ def seed_everything(seed: int, device: torch.device) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-    torch.use_deterministic_algorithms(True, warn_only=device.type != "cpu")
+    # the C switch behind torch.use_deterministic_algorithms, without its 2 s import of inductor
+    set_deterministic = getattr(torch._C, "_set_deterministic_algorithms", None)
+    if set_deterministic is None:
+        torch.use_deterministic_algorithms(True, warn_only=device.type != "cpu")
+    else:
+        set_deterministic(True, warn_only=device.type != "cpu")
 
 
 def to_tensors(features: np.ndarray, targets: np.ndarray, loss: str, device: torch.device) -> TensorData:

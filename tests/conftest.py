@@ -1,0 +1,65 @@
+"""Shared fixtures: a tiny, fast configuration (few rows, few epochs, CPU, tracking to tmp_path)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from pipeline.config import Params, params_from_dict
+from pipeline.stages import Layout
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def tiny_params(**sections: dict[str, Any]) -> dict[str, Any]:
+    """A params dict for a run of a second or less; sections given here are merged over it."""
+    raw: dict[str, Any] = {
+        "data": {"source": "blobs", "n_samples": 200, "centers": 3, "random_state": 0},
+        "split": {"train": 0.6, "val": 0.2, "test": 0.2, "seed": 0},
+        "model": {"hidden": [8], "activation": "relu"},
+        "train": {"epochs": 3, "batch_size": 32, "device": "cpu", "checkpoint_every": 1,
+                  "progress": "off", "seed": 0},
+        "evaluate": {"plots": False},
+        "tracking": {"enabled": False},
+    }
+    for name, values in sections.items():
+        raw[name] = {**raw.get(name, {}), **values}
+    return raw
+
+
+@pytest.fixture
+def make_params():
+    def build(**sections: dict[str, Any]) -> Params:
+        return params_from_dict(tiny_params(**sections))
+
+    return build
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty project folder as the working directory, its own MLflow store inside."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    for name in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME", "DVC_EXP_NAME"):
+        monkeypatch.delenv(name, raising=False)
+    return tmp_path
+
+
+@pytest.fixture
+def layout(workdir: Path) -> Layout:
+    return Layout(workdir)
+
+
+def write_params(path: Path, raw: dict[str, Any]) -> Path:
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _quiet_env() -> None:
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
