@@ -202,7 +202,12 @@ def check_combinations(params: Params) -> None:
     if t.momentum and t.optimizer in ("adam", "adamw"):
         raise ConfigError("train.momentum", t.momentum, f"0 with {t.optimizer} (use train.betas)")
     if s.val == 0 and t.monitor.startswith("val_") and (t.early_stopping_patience or t.restore_best):
-        raise ConfigError("train.monitor", t.monitor, "train_loss, or split.val > 0 for a val_ metric")
+        key = "train.early_stopping_patience" if t.early_stopping_patience else "train.restore_best"
+        raise ConfigError(
+            key,
+            getattr(t, key.split(".")[1]),
+            f"split.val > 0 to watch {t.monitor}, or train.monitor train_loss",
+        )
     if not DEVICE_PATTERN.match(t.device):
         raise ConfigError("train.device", t.device, "auto, cpu, cuda, cuda:N or mps")
     task, n_classes = expected_task(d)

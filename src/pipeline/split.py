@@ -46,6 +46,7 @@ def _random(
     ds: Dataset, index: np.ndarray, fraction: float, cfg: SplitConfig
 ) -> tuple[np.ndarray, np.ndarray]:
     """Split `index` into (keep, taken), `fraction` of it taken; same call as the tutorials'."""
+    fraction = round(fraction, 12)  # 0.1 / (0.7 + 0.1) is 0.12500000000000003: sklearn would round up
     if fraction == 0:
         return index, index[:0]
     from sklearn.model_selection import train_test_split

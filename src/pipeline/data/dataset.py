@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -90,7 +91,7 @@ def load_dataset(path: str | Path) -> Dataset:
             meta = json.loads(str(npz["meta"]))
             is_test = npz["is_test"] if "is_test" in npz.files else None
             return Dataset(features=npz["features"], targets=npz["targets"], is_test=is_test, **meta)
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as exc:
         raise PipelineError(f"{path} is not a dataset file written by this pipeline ({exc})") from None
 
 

@@ -35,7 +35,7 @@ def digits(cfg: DataConfig) -> Dataset:
     )
 
 
-def _torchvision(cfg: DataConfig, name: str) -> Dataset:
+def _torchvision(cfg: DataConfig, name: str, source: str) -> Dataset:
     import torchvision
 
     cls = getattr(torchvision.datasets, name)
@@ -61,7 +61,7 @@ def _torchvision(cfg: DataConfig, name: str) -> Dataset:
         task="multiclass",
         feature_names=[f"pixel_{i}" for i in range(h * w)],
         class_names=list(train.classes),
-        source=name,
+        source=source,
         scale=255.0,
         image_shape=[h, w],
         is_test=np.concatenate([np.zeros(len(train), bool), np.ones(len(test), bool)]),
@@ -69,8 +69,8 @@ def _torchvision(cfg: DataConfig, name: str) -> Dataset:
 
 
 def mnist(cfg: DataConfig) -> Dataset:
-    return _torchvision(cfg, "MNIST")
+    return _torchvision(cfg, "MNIST", "mnist")
 
 
 def fashion_mnist(cfg: DataConfig) -> Dataset:
-    return _torchvision(cfg, "FashionMNIST")
+    return _torchvision(cfg, "FashionMNIST", "fashion_mnist")
