@@ -166,6 +166,8 @@ class Trainer:
         cfg, state = self.cfg, self.state
         n = len(train)
         batch_size = n if cfg.batch_size == "full" else cfg.batch_size
+        if cfg.max_steps and state.step >= cfg.max_steps:
+            state.stop_reason = "max_steps"
         while state.epoch < cfg.epochs and not state.stop_reason:
             self.model.train()
             totals = Metrics(self.loss_name, self.device)
@@ -198,10 +200,10 @@ class Trainer:
                 callback.on_epoch_end(self, metrics)
         if not state.stop_reason:
             state.stop_reason = "epochs"
+        for callback in callbacks:  # the final checkpoint holds the last epoch, resumable
+            callback.on_train_end(self)
         if cfg.restore_best and self.best_weights is not None:
             self.model.load_state_dict(self.best_weights)
-        for callback in callbacks:
-            callback.on_train_end(self)
         return state
 
     def _squeeze(self, outputs: torch.Tensor) -> torch.Tensor:
@@ -260,5 +262,5 @@ class Trainer:
             torch.cuda.set_rng_state_all(saved["cuda_rng"])
         self.best_weights = saved.get("best_weights")
         self.state = TrainState(**saved["state"])
-        if self.state.stop_reason == "epochs":  # more epochs may have been asked for since
+        if self.state.stop_reason in ("epochs", "max_steps"):  # the limits may have been raised since
             self.state.stop_reason = ""

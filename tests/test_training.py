@@ -1,0 +1,423 @@
+"""The fit loop on small in-memory tensors, checked against hand-written loops and torch itself."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import numpy as np
+import pytest
+import torch
+from conftest import tiny_params
+from sklearn.metrics import accuracy_score, mean_absolute_error, mean_squared_error
+from torch import nn
+
+from pipeline.config import Params, default_loss, params_from_dict
+from pipeline.data import make_dataset
+from pipeline.model import build_model, head_size
+from pipeline.split import split_dataset
+from pipeline.training import TensorData, Trainer, seed_everything, to_tensors
+
+CPU = torch.device("cpu")
+
+
+def config(**sections) -> Params:
+    return params_from_dict(tiny_params(**sections))
+
+
+def prepare(params: Params) -> tuple[nn.Module, str, TensorData, TensorData]:
+    """Seeded model plus train/val tensors, as the train stage builds them."""
+    parts = split_dataset(make_dataset(params.data), params.split)
+    train, val = parts["train"], parts["val"]
+    loss = default_loss(train.task) if params.train.loss == "auto" else params.train.loss
+    seed_everything(params.train.seed, CPU)
+    model = build_model(params.model, train.features.shape[1], head_size(loss, max(train.n_classes, 1)))
+    return (
+        model,
+        loss,
+        to_tensors(train.features, train.targets, loss, CPU),
+        to_tensors(val.features, val.targets, loss, CPU),
+    )
+
+
+def fit(params: Params, callbacks=()) -> Trainer:
+    model, loss, train, val = prepare(params)
+    trainer = Trainer(model, params.train, loss, CPU)
+    trainer.fit(train, val, callbacks)
+    return trainer
+
+
+def same_weights(a: nn.Module, b: nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+class Snapshots:
+    """A callback keeping a copy of the weights after every epoch."""
+
+    def __init__(self) -> None:
+        self.weights: list[dict[str, torch.Tensor]] = []
+        self.ended = 0
+
+    def on_epoch_end(self, trainer, metrics) -> None:
+        self.weights.append(copy.deepcopy(trainer.model.state_dict()))
+
+    def on_train_end(self, trainer) -> None:
+        self.ended += 1
+
+
+# -- learning -------------------------------------------------------------------------------------
+def test_multiclass_loss_falls():
+    params = config(data={"cluster_std": 0.5}, train={"optimizer": "adam", "lr": 0.05, "epochs": 15})
+    history = fit(params).state.history
+    assert len(history) == 15
+    assert history[-1]["train_loss"] < 0.5 * history[0]["train_loss"]
+    assert history[-1]["val_loss"] < 0.5 * history[0]["val_loss"]
+    assert history[-1]["val_accuracy"] > 0.95
+
+
+def test_binary_bce_loss_falls():
+    params = config(
+        data={"source": "blobs", "centers": 2},
+        train={"optimizer": "adam", "lr": 0.05, "epochs": 10, "loss": "bce"},
+    )
+    trainer = fit(params)
+    assert trainer.loss_name == "bce"
+    assert isinstance(trainer.loss_fn, nn.BCEWithLogitsLoss)
+    history = trainer.state.history
+    assert history[-1]["train_loss"] < 0.5 * history[0]["train_loss"]
+    assert history[-1]["val_accuracy"] > 0.9
+
+
+def test_linear_regression_with_l1_and_sgd_recovers_weight_and_bias():
+    params = config(
+        data={"source": "linear", "weight": 0.7, "bias": 0.3},
+        model={"hidden": []},
+        train={"loss": "l1", "optimizer": "sgd", "lr": 0.01, "epochs": 200, "batch_size": 8},
+    )
+    trainer = fit(params)
+    history = trainer.state.history
+    assert history[-1]["train_loss"] < 0.1 * history[0]["train_loss"]
+    (layer,) = [m for m in trainer.model.modules() if isinstance(m, nn.Linear)]
+    assert layer.weight.item() == pytest.approx(0.7, abs=0.03)
+    assert layer.bias.item() == pytest.approx(0.3, abs=0.03)
+
+
+# -- equal to a hand-written loop -----------------------------------------------------------------
+@pytest.mark.parametrize("scheduler", ["none", "step"])
+def test_full_batch_sgd_equals_plain_loop(scheduler):
+    params = config(
+        train={
+            "optimizer": "sgd",
+            "lr": 0.3,
+            "batch_size": "full",
+            "epochs": 8,
+            "scheduler": scheduler,
+            "step_size": 3,
+            "gamma": 0.5,
+        }
+    )
+    model, loss, train, val = prepare(params)
+    trainer = Trainer(model, params.train, loss, CPU)
+    state = trainer.fit(train, val)
+
+    seed_everything(params.train.seed, CPU)
+    plain = build_model(params.model, train.x.shape[1], 3)
+    optimizer = torch.optim.SGD(plain.parameters(), lr=0.3)
+    schedule = torch.optim.lr_scheduler.StepLR(optimizer, 3, 0.5) if scheduler == "step" else None
+    loss_fn = nn.CrossEntropyLoss()
+    losses, accuracies = [], []
+    for _ in range(8):
+        plain.train()
+        outputs = plain(train.x)
+        batch_loss = loss_fn(outputs, train.y)
+        batch_loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        if schedule:
+            schedule.step()
+        losses.append(batch_loss.item())
+        accuracies.append((outputs.argmax(1) == train.y).double().mean().item())
+
+    assert same_weights(trainer.model, plain)
+    assert [row["train_loss"] for row in state.history] == losses
+    assert [row["train_accuracy"] for row in state.history] == pytest.approx(accuracies, abs=1e-12)
+    assert [row["step"] for row in state.history] == list(range(1, 9))
+
+
+def test_ordered_mini_batches_equal_plain_loop():
+    params = config(
+        train={
+            "optimizer": "sgd",
+            "lr": 0.1,
+            "momentum": 0.5,
+            "batch_size": 16,
+            "shuffle": False,
+            "epochs": 3,
+        }
+    )
+    model, loss, train, val = prepare(params)
+    trainer = Trainer(model, params.train, loss, CPU)
+    state = trainer.fit(train, val)
+
+    seed_everything(params.train.seed, CPU)
+    plain = build_model(params.model, train.x.shape[1], 3)
+    optimizer = torch.optim.SGD(plain.parameters(), lr=0.1, momentum=0.5)
+    loss_fn = nn.CrossEntropyLoss()
+    n = len(train.y)
+    epoch_losses = []
+    for _ in range(3):
+        total = 0.0
+        for start in range(0, n, 16):
+            xb, yb = train.x[start : start + 16], train.y[start : start + 16]
+            batch_loss = loss_fn(plain(xb), yb)
+            batch_loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+            total += batch_loss.item() * len(yb)
+        epoch_losses.append(total / n)
+
+    assert n == 120
+    assert same_weights(trainer.model, plain)
+    assert [row["train_loss"] for row in state.history] == epoch_losses
+    assert [row["step"] for row in state.history] == [8, 16, 24]  # ceil(120 / 16) per epoch
+
+
+# -- reproducibility ------------------------------------------------------------------------------
+def test_same_config_same_history_and_weights():
+    params = config(
+        model={"hidden": [16, 8], "dropout": 0.3},
+        train={"optimizer": "adam", "lr": 0.01, "batch_size": 16, "shuffle": True, "epochs": 4},
+    )
+    first, second = fit(params), fit(params)
+    assert first.state.history == second.state.history
+    assert same_weights(first.model, second.model)
+
+    other = fit(
+        config(
+            model={"hidden": [16, 8], "dropout": 0.3},
+            train={
+                "optimizer": "adam",
+                "lr": 0.01,
+                "batch_size": 16,
+                "shuffle": True,
+                "epochs": 4,
+                "seed": 1,
+            },
+        )
+    )
+    assert other.state.history != first.state.history
+
+
+def test_shuffle_changes_batches():
+    base = {"optimizer": "sgd", "lr": 0.1, "batch_size": 16, "epochs": 2}
+    ordered = fit(config(train={**base, "shuffle": False}))
+    shuffled = fit(config(train={**base, "shuffle": True}))
+    assert not same_weights(ordered.model, shuffled.model)
+
+
+# -- stopping -------------------------------------------------------------------------------------
+@pytest.mark.parametrize(("max_steps", "epochs_run"), [(6, 2), (8, 2), (1, 1)])
+def test_max_steps_counts_optimizer_steps(max_steps, epochs_run):
+    params = config(train={"epochs": 10, "batch_size": 32, "max_steps": max_steps})
+    model, loss, train, val = prepare(params)
+    trainer = Trainer(model, params.train, loss, CPU)
+    calls = []
+    trainer.optimizer.register_step_post_hook(lambda *args: calls.append(1))
+    state = trainer.fit(train, val)
+    assert len(calls) == max_steps
+    assert state.step == max_steps
+    assert state.stop_reason == "max_steps"
+    assert state.epoch == epochs_run  # 120 rows / 32 = 4 steps an epoch
+    assert state.history[-1]["step"] == max_steps
+
+
+def test_runs_all_epochs_without_limits():
+    state = fit(config(train={"epochs": 4})).state
+    assert state.stop_reason == "epochs"
+    assert state.epoch == 4
+    assert state.step == 16
+
+
+def test_early_stopping_when_val_loss_cannot_improve():
+    # lr so small that no weight changes: val_loss is exactly equal every epoch, never better
+    params = config(
+        train={
+            "optimizer": "sgd",
+            "lr": 1e-30,
+            "batch_size": "full",
+            "epochs": 20,
+            "early_stopping_patience": 2,
+        }
+    )
+    model, loss, train, val = prepare(params)
+    start = copy.deepcopy(model)
+    trainer = Trainer(model, params.train, loss, CPU)
+    state = trainer.fit(train, val)
+    assert same_weights(trainer.model, start)
+    assert state.stop_reason == "early_stopping"
+    assert state.epoch == 3  # epoch 1 sets the best, 2 and 3 are the two bad epochs
+    assert state.best_epoch == 1
+    assert len({row["val_loss"] for row in state.history}) == 1
+
+
+def test_early_stopping_patience_on_noisy_training():
+    base = {"optimizer": "sgd", "lr": 1.0, "batch_size": "full", "epochs": 12}
+    full = fit(config(train=base)).state.history
+    # where patience 2 must stop, found from the unstopped run
+    best, bad, expected_stop = math.inf, 0, None
+    for row in full:
+        if row["val_loss"] < best:
+            best, bad = row["val_loss"], 0
+        else:
+            bad += 1
+            if bad == 2:
+                expected_stop = row["epoch"]
+                break
+    assert expected_stop is not None and expected_stop < 12  # the data is noisy enough
+    state = fit(config(train={**base, "early_stopping_patience": 2})).state
+    assert state.stop_reason == "early_stopping"
+    assert state.epoch == expected_stop
+    assert state.history == full[:expected_stop]
+
+
+def test_restore_best_puts_back_best_epoch_weights():
+    params = config(
+        train={"optimizer": "sgd", "lr": 1.0, "batch_size": "full", "epochs": 12, "restore_best": True}
+    )
+    snapshots = Snapshots()
+    trainer = fit(params, [snapshots])
+    state = trainer.state
+    val_losses = [row["val_loss"] for row in state.history]
+    best = int(np.argmin(val_losses)) + 1
+    assert state.best_epoch == best
+    assert best < 12  # otherwise restoring would be indistinguishable from not restoring
+    assert state.best_value == min(val_losses)
+    assert snapshots.ended == 1
+    assert same_weights(trainer.model, _module_with(trainer.model, snapshots.weights[best - 1]))
+    assert not same_weights(trainer.model, _module_with(trainer.model, snapshots.weights[-1]))
+
+
+def test_without_restore_best_keeps_last_weights():
+    params = config(train={"optimizer": "sgd", "lr": 1.0, "batch_size": "full", "epochs": 12})
+    snapshots = Snapshots()
+    trainer = fit(params, [snapshots])
+    assert same_weights(trainer.model, _module_with(trainer.model, snapshots.weights[-1]))
+
+
+def test_restore_best_monitoring_accuracy_picks_highest():
+    params = config(
+        train={
+            "optimizer": "sgd",
+            "lr": 1.0,
+            "batch_size": "full",
+            "epochs": 12,
+            "restore_best": True,
+            "monitor": "val_accuracy",
+        }
+    )
+    snapshots = Snapshots()
+    trainer = fit(params, [snapshots])
+    accuracies = [row["val_accuracy"] for row in trainer.state.history]
+    best = int(np.argmax(accuracies)) + 1  # first epoch reaching the maximum
+    assert trainer.state.best_epoch == best
+    assert same_weights(trainer.model, _module_with(trainer.model, snapshots.weights[best - 1]))
+
+
+def _module_with(model: nn.Module, weights: dict[str, torch.Tensor]) -> nn.Module:
+    other = copy.deepcopy(model)
+    other.load_state_dict(weights)
+    return other
+
+
+# -- history rows ---------------------------------------------------------------------------------
+def test_history_rows_classification():
+    trainer = fit(config(train={"epochs": 3}))
+    history = trainer.state.history
+    assert [row["epoch"] for row in history] == [1, 2, 3]
+    assert [row["step"] for row in history] == [4, 8, 12]
+    for row in history:
+        assert set(row) == {"epoch", "step", "lr", "train_loss", "train_accuracy", "val_loss", "val_accuracy"}
+        assert 0.0 <= row["train_accuracy"] <= 1.0
+    # the last val metrics are those of the final model on the validation set
+    _, _, _, val = prepare(config(train={"epochs": 3}))
+    trainer.model.eval()
+    with torch.no_grad():
+        outputs = trainer.model(val.x)
+    assert history[-1]["val_loss"] == pytest.approx(nn.CrossEntropyLoss()(outputs, val.y).item(), rel=1e-6)
+    assert history[-1]["val_accuracy"] == pytest.approx(
+        accuracy_score(val.y.numpy(), outputs.argmax(1).numpy())
+    )
+
+
+def test_history_rows_binary():
+    trainer = fit(config(data={"source": "moons", "noise": 0.2}, train={"epochs": 2}))
+    row = trainer.state.history[-1]
+    assert set(row) == {"epoch", "step", "lr", "train_loss", "train_accuracy", "val_loss", "val_accuracy"}
+    _, _, _, val = prepare(config(data={"source": "moons", "noise": 0.2}))
+    with torch.no_grad():
+        outputs = trainer.model.eval()(val.x)
+    predicted = (torch.sigmoid(outputs[:, 0]) > 0.5).long().numpy()
+    assert row["val_accuracy"] == pytest.approx(accuracy_score(val.y.long().numpy(), predicted))
+    expected = nn.BCEWithLogitsLoss()(outputs[:, 0], val.y).item()
+    assert row["val_loss"] == pytest.approx(expected, rel=1e-6)
+
+
+def test_history_rows_regression():
+    params = config(data={"source": "linear"}, model={"hidden": [4]}, train={"epochs": 2, "loss": "mse"})
+    trainer = fit(params)
+    row = trainer.state.history[-1]
+    assert set(row) == {
+        "epoch",
+        "step",
+        "lr",
+        "train_loss",
+        "train_rmse",
+        "train_mae",
+        "val_loss",
+        "val_rmse",
+        "val_mae",
+    }
+    _, _, _, val = prepare(params)
+    with torch.no_grad():
+        predicted = trainer.model.eval()(val.x)[:, 0].numpy()
+    truth = val.y.numpy()
+    assert row["val_rmse"] == pytest.approx(math.sqrt(mean_squared_error(truth, predicted)), rel=1e-5)
+    assert row["val_mae"] == pytest.approx(mean_absolute_error(truth, predicted), rel=1e-5)
+    assert row["val_loss"] == pytest.approx(mean_squared_error(truth, predicted), rel=1e-5)
+
+
+# -- schedulers -----------------------------------------------------------------------------------
+def _torch_lrs(kind: str, lr: float, epochs: int) -> list[float]:
+    optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=lr)
+    if kind == "step":
+        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=2, gamma=0.5)
+    else:
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
+    lrs = []
+    for _ in range(epochs):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    return lrs
+
+
+def test_step_scheduler_lr_per_epoch():
+    params = config(
+        train={"optimizer": "sgd", "lr": 0.1, "epochs": 6, "scheduler": "step", "step_size": 2, "gamma": 0.5}
+    )
+    lrs = [row["lr"] for row in fit(params).state.history]
+    assert lrs == _torch_lrs("step", 0.1, 6)
+    assert lrs == pytest.approx([0.1, 0.1, 0.05, 0.05, 0.025, 0.025])
+
+
+def test_cosine_scheduler_lr_per_epoch():
+    params = config(train={"optimizer": "adam", "lr": 0.1, "epochs": 6, "scheduler": "cosine"})
+    lrs = [row["lr"] for row in fit(params).state.history]
+    assert lrs == pytest.approx(_torch_lrs("cosine", 0.1, 6), rel=1e-12)
+    assert lrs == pytest.approx([0.05 * (1 + math.cos(math.pi * e / 6)) for e in range(6)])
+
+
+def test_no_scheduler_keeps_lr():
+    lrs = [row["lr"] for row in fit(config(train={"lr": 0.02, "epochs": 3})).state.history]
+    assert lrs == [0.02, 0.02, 0.02]
