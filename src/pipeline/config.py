@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from pipeline.errors import ConfigError
 
@@ -116,6 +116,12 @@ class TrainConfig(Section):
     device: str = "auto"
     seed: int = Field(0, ge=0, le=2**63 - 1)
     progress: Literal["auto", "on", "off"] = "auto"
+
+    @field_validator("progress", mode="before")
+    @classmethod
+    def _bare_on_off(cls, value: Any) -> Any:
+        """YAML 1.1 reads a bare on/off as a boolean, and `dvc exp run -S` writes them bare."""
+        return ("on" if value else "off") if isinstance(value, bool) else value
 
 
 class EvaluateConfig(Section):

@@ -8,6 +8,7 @@ land in the user's store; `MLFLOW_TRACKING_URI` overrides it.
 from __future__ import annotations
 
 import os
+import random
 import subprocess
 import time
 from pathlib import Path
@@ -107,7 +108,12 @@ class Tracker:
                     else mlflow.create_experiment(cfg.experiment, artifact_location=artifact_location(uri))
                 )
                 name = os.environ.get("DVC_EXP_NAME") or cfg.run_name
-                run = mlflow.start_run(experiment_id=experiment_id, run_name=name)
+                seeded = random.getstate()  # MLflow draws run names from `random`, seeded for training
+                random.seed()
+                try:
+                    run = mlflow.start_run(experiment_id=experiment_id, run_name=name)
+                finally:
+                    random.setstate(seeded)
         except mlflow.exceptions.MlflowException as exc:
             raise PipelineError(f"MLflow at {uri}: {str(exc).splitlines()[0]}") from None
         tracker = cls(cfg, run.info.run_id)
