@@ -307,3 +307,22 @@ def test_predict_outputs_regression_values(loss):
     values = predict_outputs(outputs, loss)
     assert values.shape == (3,)
     assert torch.equal(values, torch.tensor([1.5, -2.0, 0.25]))
+
+
+def test_normal_scheme_draws_what_torch_randn_draws():
+    """A tutorial's `nn.Parameter(torch.randn(1))` weight and bias, under the same seed."""
+    torch.manual_seed(42)
+    model = build_model(model_cfg(hidden=[], init={"scheme": "normal", "std": 1.0, "bias_std": 1.0}), 1, 1)
+    torch.manual_seed(42)
+    weight, bias = torch.randn(1), torch.randn(1)
+    assert torch.equal(model[0].weight.detach().flatten(), weight)
+    assert torch.equal(model[0].bias.detach(), bias)
+
+
+def test_default_scheme_is_torch_own_linear():
+    torch.manual_seed(3)
+    model = build_model(model_cfg(hidden=[5], activation="tanh"), 4, 2)
+    torch.manual_seed(3)
+    plain = nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 2))
+    for ours, theirs in zip(model.parameters(), plain.parameters(), strict=True):
+        assert torch.equal(ours, theirs)

@@ -79,6 +79,7 @@ class InitConfig(Section):
     low: float = -0.05
     high: float = 0.05
     bias: float | None = None
+    bias_std: float | None = Field(None, gt=0)
 
 
 class ModelConfig(Section):
@@ -201,6 +202,8 @@ def check_combinations(params: Params) -> None:
             raise ConfigError("data.path", d.path, "the path of a CSV file when data.source is csv")
         if not d.target:
             raise ConfigError("data.target", d.target, "the name of the target column")
+    if i.bias is not None and i.bias_std is not None:
+        raise ConfigError("model.init.bias_std", i.bias_std, "null when model.init.bias is a constant")
     if i.scheme == "uniform" and i.low >= i.high:
         raise ConfigError("model.init.low", i.low, f"less than model.init.high ({i.high})")
     if t.nesterov and (t.optimizer != "sgd" or t.momentum == 0):
