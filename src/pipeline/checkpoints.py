@@ -40,12 +40,15 @@ def _load(path: Path, kind: str) -> dict[str, Any]:
 
 
 # -- the model -----------------------------------------------------------------------------------
-def model_record(model: nn.Module, *, description: dict[str, Any], epoch: int) -> dict[str, Any]:
+def model_record(
+    model: nn.Module, *, description: dict[str, Any], epoch: int, step: int = 0
+) -> dict[str, Any]:
     """What models/model.pt holds: weights, how to rebuild them, and where they came from."""
     return {
         "format": MODEL_FORMAT,
         "package_version": __version__,
         "epoch": epoch,
+        "step": step,
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         **description,
     }

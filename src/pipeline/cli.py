@@ -49,11 +49,32 @@ def reports_errors(command: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def _load(params_path: str, overrides: tuple[str, ...]) -> Any:
-    from pipeline.config import check_device, load_params
+EXPERIMENT_OPTION = click.option(
+    "--experiment",
+    "-e",
+    metavar="NAME",
+    default=None,
+    help="Use the named experiment (conf/experiment/NAME.yaml over conf/config.yaml) instead of "
+    "--params; see `pipeline experiments`.",
+)
+
+
+def _load(params_path: str, overrides: tuple[str, ...], experiment: str | None = None) -> Any:
+    from pipeline.config import apply_overrides, check_device, load_params, params_from_dict
     from pipeline.errors import ConfigError
 
-    params = load_params(params_path, list(overrides))
+    if experiment:
+        from pathlib import Path
+
+        from pipeline.experiments import compose
+
+        try:
+            params = params_from_dict(apply_overrides(compose(Path.cwd(), experiment), list(overrides)))
+        except ConfigError as exc:
+            exc.location = exc.location or f"experiment {experiment}"
+            raise
+    else:
+        params = load_params(params_path, list(overrides))
     try:
         check_device(params.train.device)
     except ConfigError as exc:
@@ -116,14 +137,60 @@ def evaluate(params: Any) -> Any:
     return {k: v for k, v in summary.items() if k != "per_class"}
 
 
-@stage_command("run", "All four stages in one process and one MLflow run (MLproject's main).")
-def run_all(params: Any) -> Any:
+@main.command(name="run")
+@PARAMS_OPTION
+@SET_OPTION
+@EXPERIMENT_OPTION
+@reports_errors
+def run_all(params_path: str, overrides: tuple[str, ...], experiment: str | None) -> None:
+    """All four stages in one process and one MLflow run (MLproject's main)."""
     from pipeline import stages
 
+    params = _load(params_path, overrides, experiment)
     for step in (stages.data, stages.split, stages.train):
         _report(step.__name__, step(params))
     summary = stages.evaluate(params)
-    return {k: v for k, v in summary.items() if k != "per_class"}
+    _report("evaluate", {k: v for k, v in summary.items() if k != "per_class"})
+
+
+@main.command()
+@reports_errors
+def experiments() -> None:
+    """List the named experiments, one line each."""
+    from pathlib import Path
+
+    from pipeline.experiments import describe
+
+    described = describe(Path.cwd())
+    if not described:
+        raise PipelineError("no named experiments: conf/experiment/ has no .yaml file here")
+    width = max(len(name) for name, _ in described)
+    for name, description in described:
+        click.echo(f"{name:<{width}}  {description}")
+
+
+@main.command()
+@click.argument("name", required=False)
+@SET_OPTION
+@click.option("--output", default="params.yaml", show_default=True, metavar="PATH")
+@reports_errors
+def compose(name: str | None, overrides: tuple[str, ...], output: str) -> None:
+    """Write params.yaml from conf/ and the named experiment NAME (as `dvc exp run` does)."""
+    from pathlib import Path
+
+    from pipeline.config import apply_overrides, params_from_dict
+    from pipeline.errors import ConfigError
+    from pipeline.experiments import compose as compose_params
+    from pipeline.experiments import dump
+
+    try:
+        raw = apply_overrides(compose_params(Path.cwd(), name), list(overrides))
+        params_from_dict(raw)  # validate before writing anything
+    except ConfigError as exc:
+        exc.location = exc.location or (f"experiment {name}" if name else "conf/config.yaml")
+        raise
+    dump(Path(output), raw)
+    click.echo(f"{output}: composed from conf/config.yaml" + (f" + experiment {name}" if name else ""))
 
 
 @main.command()

@@ -106,6 +106,7 @@ class TrainConfig(Section):
     max_steps: int | None = Field(None, ge=1)
     batch_size: PositiveInt | Literal["full"] = 32
     shuffle: bool = True
+    test_every_steps: int = Field(0, ge=0)  # score the test split every N steps (0: only at the end)
     scheduler: Literal["none", "step", "cosine"] = "none"
     step_size: int = Field(10, ge=1)
     gamma: float = Field(0.1, gt=0, le=1)

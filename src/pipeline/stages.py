@@ -131,25 +131,31 @@ class Checkpointer:
 
 
 class MetricLogger:
+    """Per-epoch metrics with step = epoch; mid-training test scores with step = optimizer step."""
+
     def __init__(self, tracker: Any) -> None:
         self.tracker = tracker
+        self.tests_logged = 0
 
     def on_epoch_end(self, trainer: Any, metrics: dict[str, float]) -> None:
         values = {k: v for k, v in metrics.items() if k not in ("epoch", "step")}
         self.tracker.log_metrics(values, step=int(metrics["epoch"]))
+        for point in trainer.state.test_history[self.tests_logged :]:  # test_* by optimizer step
+            self.tracker.log_metrics({k: v for k, v in point.items() if k != "step"}, step=point["step"])
+        self.tests_logged = len(trainer.state.test_history)
 
     def on_train_end(self, trainer: Any) -> None:
         self.tracker.flush()
 
 
-def _load_split(layout: Layout) -> tuple[dict[str, Any], dict[str, Any]]:
+def _load_split(layout: Layout, names: tuple[str, ...]) -> tuple[dict[str, Any], dict[str, Any]]:
     from pipeline.data import load_dataset
 
     meta_path = layout.split_dir / "meta.json"
     if not meta_path.is_file():
         raise PipelineError(f"{meta_path} is missing: run `pipeline split` first")
     meta = read_json(meta_path)
-    return meta, {name: load_dataset(layout.split_dir / f"{name}.npz") for name in ("train", "val")}
+    return meta, {name: load_dataset(layout.split_dir / f"{name}.npz") for name in names}
 
 
 def train(params: Params, layout: Layout = Layout()) -> dict[str, Any]:
@@ -159,12 +165,12 @@ def train(params: Params, layout: Layout = Layout()) -> dict[str, Any]:
     from pipeline.training import Trainer, resolve_device, seed_everything, to_tensors
 
     cfg = params.train
-    meta, parts = _load_split(layout)
+    meta, parts = _load_split(layout, ("train", "val", "test") if cfg.test_every_steps else ("train", "val"))
     check_task(params, meta["task"], len(meta["class_names"]) or None)
     loss = default_loss(meta["task"]) if cfg.loss == "auto" else cfg.loss
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed, device)
-    train_part, val_part = parts["train"], parts["val"]
+    train_part = parts["train"]
     n_inputs = train_part.features.shape[1]
     n_outputs = head_size(loss, max(len(meta["class_names"]), 1))
     model = build_model(params.model, n_inputs, n_outputs, meta["scale"])
@@ -204,13 +210,15 @@ def train(params: Params, layout: Layout = Layout()) -> dict[str, Any]:
             Checkpointer(layout.checkpoints, cfg.checkpoint_every, description),
             ProgressBar(cfg.epochs, cfg.progress, trainer.state.epoch),
         ]
-        train_data = to_tensors(train_part.features, train_part.targets, loss, device)
-        val_data = (
-            to_tensors(val_part.features, val_part.targets, loss, device) if len(val_part.targets) else None
-        )
-        state = trainer.fit(train_data, val_data, callbacks)
+        tensors = {
+            name: to_tensors(part.features, part.targets, loss, device) if len(part.targets) else None
+            for name, part in parts.items()
+        }
+        state = trainer.fit(tensors["train"], tensors["val"], callbacks, test=tensors.get("test"))
         epoch = state.best_epoch if cfg.restore_best and state.best_epoch else state.epoch
-        record = checkpoints.model_record(trainer.model, description=description, epoch=epoch)
+        record = checkpoints.model_record(
+            trainer.model, description=description, epoch=epoch, step=state.step
+        )
         checkpoints.save_model(layout.model, record)
         write_json(
             layout.history,
@@ -221,6 +229,7 @@ def train(params: Params, layout: Layout = Layout()) -> dict[str, Any]:
                 "best_epoch": state.best_epoch,
                 "resumed_from": resumed_from,
                 "history": state.history,
+                "test_history": state.test_history,
             },
         )
         tracker.set_tags({"stop_reason": state.stop_reason})
@@ -264,10 +273,12 @@ def evaluate(params: Params, layout: Layout = Layout()) -> dict[str, Any]:
             f"{record['n_inputs']}: re-run `pipeline train`"
         )
     outputs = evaluation.predict(model, test.features, record["loss"], params.evaluate.batch_size)
-    history = read_json(layout.history)["history"] if layout.history.is_file() else []
+    trained = read_json(layout.history) if layout.history.is_file() else {}
+    history = trained.get("history", [])
     pngs: list[Path] = []
     out = layout.plots
     plots.write_csv(out / "learning_curve.csv", history)
+    plots.write_csv(out / "test_curve.csv", trained.get("test_history", []))
     if record["task"] == "regression":
         metrics = evaluation.regression_metrics(test.targets, outputs)
         plots.write_csv(out / "predictions.csv", evaluation.prediction_rows(test.targets, outputs))
@@ -292,7 +303,8 @@ def evaluate(params: Params, layout: Layout = Layout()) -> dict[str, Any]:
     tracker = Tracker.join(params.tracking, run.get("run_id"))
     try:
         tracker.log_params({"evaluate": params.evaluate.model_dump(mode="json")})
-        tracker.log_metrics(evaluation.flat_metrics(metrics), step=int(record.get("epoch", 0)))
+        # at the last optimizer step, so test_* continues any test_every_steps curve
+        tracker.log_metrics(evaluation.flat_metrics(metrics), step=int(record.get("step") or 0))
         tracker.log_artifacts(pngs, "plots")
         tracker.log_artifacts([layout.metrics], "metrics")
     except BaseException:

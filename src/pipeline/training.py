@@ -37,6 +37,7 @@ class TrainState:
     epoch: int = 0
     step: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
+    test_history: list[dict[str, float]] = field(default_factory=list)  # every test_every_steps
     best_value: float | None = None
     best_epoch: int = 0
     bad_epochs: int = 0
@@ -161,8 +162,14 @@ class Trainer:
 
     # -- the loop -----------------------------------------------------------------------------
     def fit(
-        self, train: TensorData, val: TensorData | None, callbacks: Sequence[Callback] = ()
+        self,
+        train: TensorData,
+        val: TensorData | None,
+        callbacks: Sequence[Callback] = (),
+        test: TensorData | None = None,
     ) -> TrainState:
+        """Train until `epochs`, `max_steps` or early stopping; `test`, when given, is scored
+        every `test_every_steps` optimizer steps (the tutorials' habit), into `test_history`."""
         cfg, state = self.cfg, self.state
         n = len(train)
         batch_size = n if cfg.batch_size == "full" else cfg.batch_size
@@ -184,6 +191,9 @@ class Trainer:
                 self.optimizer.step()
                 totals.add(outputs.detach(), yb, loss.detach())
                 state.step += 1
+                if test is not None and cfg.test_every_steps and state.step % cfg.test_every_steps == 0:
+                    state.test_history.append({"step": state.step, **self.evaluate(test).read("test")})
+                    self.model.train()
                 if cfg.max_steps and state.step >= cfg.max_steps:
                     state.stop_reason = "max_steps"
                     break
