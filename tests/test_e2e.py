@@ -193,12 +193,17 @@ class Project:
 # -- fixtures ---------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
-    """A committed copy of the repository with a tiny params.yaml (blobs, 300 rows, 5 epochs, CPU)."""
+    """A committed copy of the repository with tiny params (blobs, 300 rows, 5 epochs, CPU).
+
+    `dvc exp run` composes params.yaml from conf/config.yaml (Hydra), so the base config is made
+    tiny and params.yaml composed from it with `pipeline compose`, as a user would.
+    """
     root = _copy_repository(tmp_path_factory.mktemp("e2e-repo"))
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["data"]["n_samples"] = 300
-    params["train"].update(epochs=EPOCHS, device="cpu")
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    config = yaml.safe_load((root / "conf" / "config.yaml").read_text())
+    config["data"]["n_samples"] = 300
+    config["train"].update(epochs=EPOCHS, device="cpu")
+    (root / "conf" / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    _run(["pipeline", "compose"], root)
     _run(["git", "init", "-q"], root)
     for key, value in (("user.name", "e2e tests"), ("user.email", "e2e@example.invalid")):
         _run(["git", "config", key, value], root)  # DVC commits experiments with it too

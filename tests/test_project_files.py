@@ -1,4 +1,4 @@
-"""The project's own files agree with each other: MLproject defaults mirror params.yaml."""
+"""The project's own files agree with each other: MLproject, dvc.yaml, conf/ and params.yaml."""
 
 from __future__ import annotations
 
@@ -20,15 +20,27 @@ MAIN_PARAMETERS = {
 }
 
 
-def test_mlproject_main_defaults_mirror_params_yaml():
+def test_mlproject_main_parameters_leave_params_alone_unless_given():
+    """Every `main` parameter defaults to "" and reaches one params key through --set-nonempty,
+    so a run without -P trains exactly params.yaml."""
     project = yaml.safe_load((REPO / "MLproject").read_text())
     params = load_params(REPO / "params.yaml").to_dict()
     main = project["entry_points"]["main"]
-    assert set(main["parameters"]) == set(MAIN_PARAMETERS)
+    assert set(main["parameters"]) == {"experiment", *MAIN_PARAMETERS}
+    for name, spec in main["parameters"].items():
+        assert spec["default"] == "", name
     for name, (section, key) in MAIN_PARAMETERS.items():
-        default = yaml.safe_load(str(main["parameters"][name]["default"]))
-        assert default == params[section][key], name
-        assert f"--set {section}.{key}={{{name}}}" in main["command"], name
+        assert key in params[section], name
+        assert f"--set-nonempty {section}.{key}={{{name}}}" in main["command"], name
+    assert "--experiment={experiment}" in main["command"]
+
+
+def test_params_yaml_is_the_composition_of_conf(tmp_path, monkeypatch):
+    """params.yaml is what `dvc exp run` (Hydra) writes from conf/config.yaml: never drifts."""
+    from pipeline.experiments import compose, dump
+
+    dump(tmp_path / "params.yaml", compose(REPO, None))
+    assert (tmp_path / "params.yaml").read_text() == (REPO / "params.yaml").read_text()
 
 
 def test_every_stage_has_an_entry_point_and_a_dvc_stage():

@@ -23,13 +23,34 @@ PARAMS_OPTION = click.option(
     metavar="PATH",
     help="The params file.",
 )
-SET_OPTION = click.option(
+_SET = click.option(
     "--set",
     "overrides",
     multiple=True,
     metavar="KEY=VALUE",
     help="Override one param for this run (YAML value), e.g. --set train.lr=0.05. Repeatable.",
 )
+_SET_NONEMPTY = click.option(
+    "--set-nonempty",
+    "optional_overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Like --set, but an empty VALUE leaves the param as it is (MLproject passes every "
+    "parameter, given or not).",
+)
+
+
+def set_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """--set and --set-nonempty, merged into the one `overrides` tuple the command takes."""
+
+    @functools.wraps(command)
+    def merged(
+        *args: Any, overrides: tuple[str, ...], optional_overrides: tuple[str, ...], **kwargs: Any
+    ) -> Any:
+        given = tuple(o for o in optional_overrides if o.partition("=")[2].strip())
+        return command(*args, overrides=overrides + given, **kwargs)
+
+    return _SET(_SET_NONEMPTY(merged))
 
 
 def reports_errors(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -97,7 +118,7 @@ def stage_command(name: str, help_text: str) -> Callable[[Callable[..., Any]], A
     def decorate(function: Callable[..., Any]) -> Any:
         @main.command(name=name, help=help_text)
         @PARAMS_OPTION
-        @SET_OPTION
+        @set_options
         @reports_errors
         def command(params_path: str, overrides: tuple[str, ...]) -> None:
             params = _load(params_path, overrides)
@@ -139,7 +160,7 @@ def evaluate(params: Any) -> Any:
 
 @main.command(name="run")
 @PARAMS_OPTION
-@SET_OPTION
+@set_options
 @EXPERIMENT_OPTION
 @reports_errors
 def run_all(params_path: str, overrides: tuple[str, ...], experiment: str | None) -> None:
@@ -171,7 +192,7 @@ def experiments() -> None:
 
 @main.command()
 @click.argument("name", required=False)
-@SET_OPTION
+@set_options
 @click.option("--output", default="params.yaml", show_default=True, metavar="PATH")
 @reports_errors
 def compose(name: str | None, overrides: tuple[str, ...], output: str) -> None:
@@ -194,8 +215,26 @@ def compose(name: str | None, overrides: tuple[str, ...], output: str) -> None:
 
 
 @main.command()
+@click.argument("experiment")
+@click.option("--metric", default="train_loss", show_default=True, help="The metric to draw.")
+@click.option("--output", default=None, metavar="PATH", help="[default: reports/EXPERIMENT-METRIC.png]")
+@reports_errors
+def compare(experiment: str, metric: str, output: str | None) -> None:
+    """Draw METRIC of every finished run of the MLflow EXPERIMENT in one plot."""
+    from pathlib import Path
+
+    from pipeline.plots import compare_png
+    from pipeline.tracking import metric_curves
+
+    curves = metric_curves(experiment, metric)
+    path = Path(output or f"reports/{experiment}-{metric}.png")
+    compare_png(path, curves, metric, f"{metric}: {experiment}")
+    click.echo(f"{path}: {metric} of {len(curves)} runs ({', '.join(sorted(curves))})")
+
+
+@main.command()
 @PARAMS_OPTION
-@SET_OPTION
+@set_options
 @reports_errors
 def check(params_path: str, overrides: tuple[str, ...]) -> None:
     """Validate the params file (and overrides) without running anything."""

@@ -81,3 +81,69 @@ def predictions_png(path: Path, y_true: np.ndarray, y_pred: np.ndarray) -> None:
     ax.legend()
     ax.set_title("Predictions against the truth (test)")
     _save(plt, fig, path)
+
+
+def decision_regions_png(
+    path: Path,
+    classify: Any,
+    parts: dict[str, tuple[np.ndarray, np.ndarray]],
+    class_names: list[str],
+    resolution: int = 300,
+) -> None:
+    """2-D data (train dots, test rings) over the classes the model predicts on a grid.
+
+    `classify` maps an (n, 2) float32 array to (n,) class indices.
+    """
+    plt, (fig, ax) = _figure()
+    points = np.concatenate([x for x, _ in parts.values()]).astype(np.float64)
+    low, high = points.min(axis=0), points.max(axis=0)
+    margin = 0.1 * (high - low) + 1e-6
+    xs = np.linspace(low[0] - margin[0], high[0] + margin[0], resolution)
+    ys = np.linspace(low[1] - margin[1], high[1] + margin[1], resolution)
+    grid_x, grid_y = np.meshgrid(xs, ys)  # (resolution, resolution) each
+    grid = np.stack([grid_x.ravel(), grid_y.ravel()], axis=1).astype(np.float32)  # (r*r, 2)
+    regions = classify(grid).reshape(grid_x.shape)
+    n = len(class_names)
+    cmap = plt.get_cmap("tab10" if n <= 10 else "tab20")
+    ax.contourf(
+        grid_x, grid_y, regions, levels=np.arange(n + 1) - 0.5, cmap=cmap, alpha=0.25, vmin=0, vmax=cmap.N - 1
+    )
+    for name, (x, y) in parts.items():
+        style = (
+            {"s": 10, "alpha": 0.6}
+            if name == "train"
+            else {"s": 28, "edgecolors": "black", "linewidths": 0.6}
+        )
+        ax.scatter(x[:, 0], x[:, 1], c=y, cmap=cmap, vmin=0, vmax=cmap.N - 1, label=name, **style)
+    ax.legend(loc="best")
+    ax.set_xlabel("x0")
+    ax.set_ylabel("x1")
+    ax.set_title("Decision regions (train dots, test rings)")
+    _save(plt, fig, path)
+
+
+def regression_fit_png(path: Path, predict: Any, parts: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
+    """1-D regression: the data against x, and the model's line over the whole range."""
+    plt, (fig, ax) = _figure()
+    for name, (x, y) in parts.items():
+        ax.scatter(x[:, 0], y, s=14, label=f"{name} data")
+    points = np.concatenate([x for x, _ in parts.values()])
+    line = np.linspace(points.min(), points.max(), 200, dtype=np.float32)[:, None]  # (200, 1)
+    ax.plot(line[:, 0], predict(line), color="tab:red", label="model")
+    ax.set_xlabel("x")
+    ax.set_ylabel("y")
+    ax.legend()
+    ax.set_title("Model against the data")
+    _save(plt, fig, path)
+
+
+def compare_png(path: Path, curves: dict[str, list[tuple[int, float]]], metric: str, title: str) -> None:
+    """One line per run: `metric` against its step."""
+    plt, (fig, ax) = _figure()
+    for label, points in sorted(curves.items()):
+        ax.plot([s for s, _ in points], [v for _, v in points], label=label)
+    ax.set_xlabel("step")
+    ax.set_ylabel(metric)
+    ax.legend()
+    ax.set_title(title)
+    _save(plt, fig, path)

@@ -259,6 +259,29 @@ def _input_example(part: Any) -> Any:
 
 
 # -- evaluate -------------------------------------------------------------------------------------
+def _data_plots(model: Any, record: dict[str, Any], layout: Layout, test: Any, batch_size: int) -> list[Path]:
+    """The tutorials' pictures of low-dimensional data: decision regions in 2-D, the fit in 1-D."""
+    from pipeline import evaluation, plots
+    from pipeline.data import load_dataset
+
+    n_inputs, regression = record["n_inputs"], record["task"] == "regression"
+    if record.get("scale", 1.0) != 1.0 or n_inputs != (1 if regression else 2):
+        return []
+    train = load_dataset(layout.split_dir / "train.npz")
+    parts = {"train": (train.features, train.targets), "test": (test.features, test.targets)}
+
+    def outputs(x: Any) -> Any:
+        return evaluation.predict(model, x, record["loss"], batch_size)
+
+    if regression:
+        path = layout.plots / "regression_fit.png"
+        plots.regression_fit_png(path, outputs, parts)
+    else:
+        path = layout.plots / "decision_regions.png"
+        plots.decision_regions_png(path, lambda x: outputs(x).argmax(axis=1), parts, record["class_names"])
+    return [path]
+
+
 def evaluate(params: Params, layout: Layout = Layout()) -> dict[str, Any]:
     from pipeline import evaluation, plots
     from pipeline.checkpoints import load_model
@@ -277,6 +300,8 @@ def evaluate(params: Params, layout: Layout = Layout()) -> dict[str, Any]:
     history = trained.get("history", [])
     pngs: list[Path] = []
     out = layout.plots
+    for stale in (*out.glob("*.csv"), *out.glob("*.png")) if out.is_dir() else ():
+        stale.unlink()  # a previous evaluation's pictures (DVC removes them itself; `pipeline run` not)
     plots.write_csv(out / "learning_curve.csv", history)
     plots.write_csv(out / "test_curve.csv", trained.get("test_history", []))
     if record["task"] == "regression":
@@ -299,6 +324,7 @@ def evaluate(params: Params, layout: Layout = Layout()) -> dict[str, Any]:
             counts = evaluation.confusion_matrix(test.targets, predicted, len(record["class_names"]))
             pngs.append(out / "confusion_matrix.png")
             plots.confusion_png(pngs[-1], counts, record["class_names"])
+        pngs += _data_plots(model, record, layout, test, params.evaluate.batch_size)
     run = read_json(layout.run) if layout.run.is_file() else {}
     tracker = Tracker.join(params.tracking, run.get("run_id"))
     try:

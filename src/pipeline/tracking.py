@@ -107,7 +107,7 @@ class Tracker:
                     if experiment
                     else mlflow.create_experiment(cfg.experiment, artifact_location=artifact_location(uri))
                 )
-                name = os.environ.get("DVC_EXP_NAME") or cfg.run_name
+                name = cfg.run_name or os.environ.get("DVC_EXP_NAME")
                 seeded = random.getstate()  # MLflow draws run names from `random`, seeded for training
                 random.seed()
                 try:
@@ -231,3 +231,25 @@ def _mlflow() -> Any:
     import mlflow
 
     return mlflow
+
+
+def metric_curves(experiment: str, metric: str) -> dict[str, list[tuple[int, float]]]:
+    """run name -> [(step, value)] of `metric`, for the finished runs of an MLflow experiment
+    (the newest run of a name wins)."""
+    mlflow = _mlflow()
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri())
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        names = [e.name for e in client.search_experiments()]
+        raise PipelineError(f"no MLflow experiment {experiment!r} at {tracking_uri()}; there are: {names}")
+    runs = client.search_runs(
+        [found.experiment_id], "attributes.status = 'FINISHED'", order_by=["attributes.start_time ASC"]
+    )
+    curves: dict[str, list[tuple[int, float]]] = {}
+    for run in runs:
+        history = client.get_metric_history(run.info.run_id, metric)
+        if history:
+            curves[run.info.run_name or run.info.run_id] = sorted((m.step, m.value) for m in history)
+    if not curves:
+        raise PipelineError(f"no finished run of {experiment!r} has the metric {metric!r}")
+    return curves
