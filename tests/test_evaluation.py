@@ -255,10 +255,14 @@ def test_evaluate_stage_regression(layout):
 @pytest.mark.parametrize(
     ("sections", "pngs"),
     [
-        ({}, {"learning_curves.png", "confusion_matrix.png"}),
+        ({}, {"learning_curves.png", "confusion_matrix.png", "decision_regions.png"}),
         (
             {"data": {"source": "linear"}, "model": {"hidden": []}, "train": {"epochs": 2, "loss": "mse"}},
-            {"learning_curves.png", "predictions.png"},
+            {"learning_curves.png", "predictions.png", "regression_fit.png"},
+        ),
+        (  # no picture of the data beyond two dimensions
+            {"data": {"n_features": 3}},
+            {"learning_curves.png", "confusion_matrix.png"},
         ),
     ],
 )
