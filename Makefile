@@ -5,7 +5,7 @@ BIN := $(abspath $(VENV))/bin
 export PATH := $(BIN):$(PATH)
 export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
 
-.PHONY: run test test-fast lint bench clean
+.PHONY: run test test-fast lint optimizers clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,11 @@ test: $(VENV)/.installed  ## every test, end-to-end runs of dvc and mlflow inclu
 
 test-fast: $(VENV)/.installed
 	python -m pytest -m "not slow"
+
+optimizers: $(VENV)/.installed  ## workload 2: Adam, RMSprop, SGD as sibling runs, one loss plot
+	dvc exp run --queue -S 'experiment=blobs64_adam,blobs64_rmsprop,blobs64_sgd'
+	dvc exp run --run-all
+	pipeline compare blobs64-optimizers --metric train_loss
 
 lint: $(VENV)/.installed
 	ruff check src tests
