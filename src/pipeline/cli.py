@@ -215,6 +215,69 @@ def compose(name: str | None, overrides: tuple[str, ...], output: str) -> None:
 
 
 @main.command()
+@click.option(
+    "--model",
+    "model_uri",
+    required=True,
+    metavar="URI",
+    help="models:/NAME@champion, models:/NAME/VERSION, runs:/ID/model, models:/m-ID, "
+    "or a file: models/model.pt, models/checkpoints/epoch_N.pt",
+)
+@click.option(
+    "--input",
+    "input_path",
+    required=True,
+    metavar="CSV",
+    help="Features: a header naming them, or unnamed columns in the model's order.",
+)
+@click.option("--output", "output_path", required=True, metavar="CSV")
+@reports_errors
+def predict(model_uri: str, input_path: str, output_path: str) -> None:
+    """Score a CSV file: labels and class probabilities, or regression values."""
+    from pathlib import Path
+
+    from pipeline.scoring import predict_file
+
+    rows = predict_file(model_uri, Path(input_path), Path(output_path))
+    click.echo(f"{output_path}: {rows} predictions from {model_uri}")
+
+
+def _model_name(params_path: str, model_name: str | None) -> str:
+    return model_name or _load(params_path, ()).tracking.registered_name
+
+
+MODEL_NAME_OPTION = click.option(
+    "--model-name",
+    default=None,
+    metavar="NAME",
+    help="Registered model [default: tracking.model_name, or tracking.experiment, of the params].",
+)
+
+
+@main.command()
+@click.argument("version")
+@MODEL_NAME_OPTION
+@PARAMS_OPTION
+@reports_errors
+def promote(version: str, model_name: str | None, params_path: str) -> None:
+    """Give registered model VERSION the `champion` alias."""
+    from pipeline.tracking import promote as promote_version
+
+    click.echo(promote_version(_model_name(params_path, model_name), version))
+
+
+@main.command()
+@MODEL_NAME_OPTION
+@PARAMS_OPTION
+@reports_errors
+def rollback(model_name: str | None, params_path: str) -> None:
+    """Give `champion` back to the version that held it before."""
+    from pipeline.tracking import rollback as rollback_champion
+
+    click.echo(rollback_champion(_model_name(params_path, model_name)))
+
+
+@main.command()
 @click.argument("experiment")
 @click.option("--metric", default="train_loss", show_default=True, help="The metric to draw.")
 @click.option("--output", default=None, metavar="PATH", help="[default: reports/EXPERIMENT-METRIC.png]")

@@ -126,9 +126,26 @@ class TrainConfig(Section):
         return ("on" if value else "off") if isinstance(value, bool) else value
 
 
+CHAMPION_METRICS = {
+    "classification": ("accuracy", "macro_f1", "log_loss"),
+    "regression": ("mse", "rmse", "mae", "r2"),
+}
+LARGER_IS_BETTER = ("accuracy", "macro_f1", "r2")
+
+
 class EvaluateConfig(Section):
     batch_size: PositiveInt = 8192
     plots: bool = True
+    # the registered version whose test metric is best holds the `champion` alias
+    champion_metric: Literal["auto", "accuracy", "macro_f1", "log_loss", "mse", "rmse", "mae", "r2"] = "auto"
+
+    def champion(self, task: str) -> tuple[str, bool]:
+        """(metric, larger is better) for this task; auto = accuracy or rmse."""
+        kind = "regression" if task == "regression" else "classification"
+        metric = self.champion_metric
+        if metric == "auto":
+            metric = "rmse" if kind == "regression" else "accuracy"
+        return metric, metric in LARGER_IS_BETTER
 
 
 class TrackingConfig(Section):
@@ -136,6 +153,14 @@ class TrackingConfig(Section):
     experiment: str = Field("ffn-pipeline", min_length=1)
     run_name: str | None = None
     log_model: bool = True
+    register_model: bool = True  # each training run registers a model version under model_name
+    model_name: str | None = None  # null: the same as `experiment`
+    log_checkpoints: bool = True  # each checkpoint as a logged model at its step
+    keep_checkpoints: int = Field(0, ge=0)  # logged checkpoint models kept, best by train.monitor; 0 = all
+
+    @property
+    def registered_name(self) -> str:
+        return self.model_name or self.experiment
 
 
 class Params(Section):
@@ -181,6 +206,11 @@ def check_task(params: Params, task: str, n_classes: int | None, where: str = "t
             loss,
             f"cross_entropy: a 1-unit sigmoid head cannot separate {n_classes or 'more than 2'} classes",
         )
+    kind = "regression" if task == "regression" else "classification"
+    metric = params.evaluate.champion_metric
+    if metric != "auto" and metric not in CHAMPION_METRICS[kind]:
+        allowed = ", ".join(("auto", *CHAMPION_METRICS[kind]))
+        raise ConfigError("evaluate.champion_metric", metric, f"one of {allowed} for a {task} target")
     if task == "regression" and t.monitor == "val_accuracy":
         raise ConfigError("train.monitor", t.monitor, "val_loss, val_rmse, val_mae or train_loss")
     if task != "regression" and t.monitor in ("val_rmse", "val_mae"):

@@ -52,6 +52,41 @@ def answer(record: dict[str, Any], outputs: np.ndarray) -> pd.DataFrame:
     return pd.DataFrame(table)
 
 
+def checked_features(frame: Any, names: list[str]) -> np.ndarray:
+    """Named columns (any order) or exactly len(names) unnamed ones -> finite float32 rows.
+
+    Raises MlflowException(INVALID_PARAMETER_VALUE): the scoring server answers 400, not 500.
+    """
+    if isinstance(frame, pd.DataFrame) and set(names) <= set(map(str, frame.columns)):
+        frame = frame[names]
+    else:
+        frame = pd.DataFrame(
+            np.asarray(frame, dtype=object) if not isinstance(frame, pd.DataFrame) else frame
+        )
+    if frame.ndim != 2 or frame.shape[1] != len(names):
+        raise _bad_input(
+            f"expected {len(names)} feature columns ({', '.join(names[:8])}), got {frame.shape[-1]}"
+        )
+    if len(frame) == 0:
+        raise _bad_input("no rows to score")
+    try:
+        features = frame.to_numpy(dtype=np.float32)
+    except (TypeError, ValueError):
+        raise _bad_input("every feature must be a number") from None
+    bad = ~np.isfinite(features)
+    if bad.any():
+        row, col = np.argwhere(bad)[0]
+        raise _bad_input(f"row {row}, feature {names[col]}: {features[row, col]} is not a finite number")
+    return features
+
+
+def _bad_input(message: str) -> Exception:
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+    return MlflowException(message, error_code=INVALID_PARAMETER_VALUE)
+
+
 class FFNModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context: Any) -> None:
         from pipeline.checkpoints import load_model
@@ -63,14 +98,7 @@ class FFNModel(mlflow.pyfunc.PythonModel):
     ) -> pd.DataFrame:
         from pipeline.evaluation import predict
 
-        names = self.record["feature_names"]
-        if isinstance(model_input, pd.DataFrame) and set(names) <= set(model_input.columns):
-            frame = model_input[names]
-        else:
-            frame = pd.DataFrame(np.asarray(model_input))
-        if frame.shape[1] != len(names):
-            raise ValueError(f"expected {len(names)} feature columns, got {frame.shape[1]}")
-        features = frame.to_numpy(dtype=np.float32)
+        features = checked_features(model_input, self.record["feature_names"])
         outputs = predict(self.model, features, self.record["loss"])
         return answer(self.record, outputs)
 

@@ -111,8 +111,8 @@ class ProgressBar:
 class Checkpointer:
     """Every `checkpoint_every` epochs and at the end, into models/checkpoints/."""
 
-    def __init__(self, folder: Path, every: int, description: dict[str, Any]) -> None:
-        self.folder, self.every, self.description = folder, every, description
+    def __init__(self, folder: Path, every: int, description: dict[str, Any], tracker: Any) -> None:
+        self.folder, self.every, self.description, self.tracker = folder, every, description, tracker
         self.saved_epoch = -1
 
     def on_epoch_end(self, trainer: Any, metrics: dict[str, float]) -> None:
@@ -126,8 +126,12 @@ class Checkpointer:
     def save(self, trainer: Any) -> None:
         from pipeline.checkpoints import save_checkpoint
 
-        save_checkpoint(self.folder, trainer.state.epoch, trainer.state_dict(), self.description)
-        self.saved_epoch = trainer.state.epoch
+        epoch = trainer.state.epoch
+        path = save_checkpoint(self.folder, epoch, trainer.state_dict(), self.description)
+        self.saved_epoch = epoch
+        monitor = trainer.cfg.monitor
+        score = trainer.state.history[-1].get(monitor) if trainer.state.history else None
+        self.tracker.log_checkpoint(path, self.description, epoch, score, monitor.endswith("accuracy"))
 
 
 class MetricLogger:
@@ -207,7 +211,7 @@ def train(params: Params, layout: Layout = Layout()) -> dict[str, Any]:
     try:
         callbacks = [
             MetricLogger(tracker),
-            Checkpointer(layout.checkpoints, cfg.checkpoint_every, description),
+            Checkpointer(layout.checkpoints, cfg.checkpoint_every, description, tracker),
             ProgressBar(cfg.epochs, cfg.progress, trainer.state.epoch),
         ]
         tensors = {
@@ -233,14 +237,31 @@ def train(params: Params, layout: Layout = Layout()) -> dict[str, Any]:
             },
         )
         tracker.set_tags({"stop_reason": state.stop_reason})
-        example = _input_example(train_part)
-        model_uri = tracker.log_model(layout.model, record, example)
-        write_json(layout.run, {**tracker.info(), "model_uri": model_uri})
+        model_uri = version = None
+        if params.tracking.log_model:
+            info = tracker.log_model(layout.model, record, _input_example(train_part), step=state.epoch)
+            model_uri = info.model_uri if info else None
+            version = tracker.register(
+                model_uri,
+                {k: v for k, v in tags.items() if k in REGISTRY_TAGS} | {"run_id": tracker.run_id or ""},
+            )
+        write_json(
+            layout.run,
+            {
+                **tracker.info(),
+                "model_uri": model_uri,
+                "registered_model": params.tracking.registered_name if version else None,
+                "model_version": version,
+            },
+        )
     except BaseException as exc:
         tracker.finish("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
         raise
     tracker.finish()
     return {"epochs": state.epoch, "stop_reason": state.stop_reason, **state.history[-1]}
+
+
+REGISTRY_TAGS = ("data_fingerprint", "git_commit", "git_dirty")
 
 
 def _previous_run_id(layout: Layout) -> str | None:
@@ -333,6 +354,12 @@ def evaluate(params: Params, layout: Layout = Layout()) -> dict[str, Any]:
         tracker.log_metrics(evaluation.flat_metrics(metrics), step=int(record.get("step") or 0))
         tracker.log_artifacts(pngs, "plots")
         tracker.log_artifacts([layout.metrics], "metrics")
+        metric, larger_is_better = params.evaluate.champion(record["task"])
+        decision = tracker.decide_champion(
+            run.get("model_version"), metric, larger_is_better, metrics[metric]
+        )
+        if decision:
+            metrics = {**metrics, "champion": decision}
     except BaseException:
         tracker.finish("FAILED")
         raise

@@ -75,6 +75,7 @@ class Tracker:
         self.run_id = run_id
         self._pending: list[Any] = []
         self._last_flush = time.monotonic()
+        self._checkpoints: list[tuple[float | None, int, str]] = []  # (score, epoch, model id)
 
     @property
     def enabled(self) -> bool:
@@ -193,9 +194,17 @@ class Tracker:
             if path.is_file():
                 _mlflow().log_artifact(str(path), artifact_path=folder)
 
-    def log_model(self, model_file: Path, record: dict[str, Any], example: Any) -> str | None:
-        """Log models/model.pt as the task-speaking pyfunc; returns its `models:/` URI."""
-        if not self.enabled or not self.cfg.log_model:
+    def log_model(
+        self,
+        model_file: Path,
+        record: dict[str, Any],
+        example: Any = None,
+        *,
+        name: str = "model",
+        step: int = 0,
+    ) -> Any:
+        """Log a model.pt or checkpoint file as the task-speaking pyfunc; returns MLflow's ModelInfo."""
+        if not self.enabled:
             return None
         import warnings
 
@@ -203,20 +212,72 @@ class Tracker:
             warnings.simplefilter("ignore", UserWarning)
             from pipeline import serving
 
-            info = self._log_pyfunc(serving, model_file, record, example)
-        return info.model_uri
+            return _mlflow().pyfunc.log_model(
+                name=name,
+                python_model=serving.__file__,
+                artifacts={"model": str(model_file)},
+                code_paths=[str(Path(serving.__file__).parent)],
+                signature=serving.signature(record),
+                input_example=example,
+                pip_requirements=serving.pip_requirements(),
+                step=step,
+            )
 
-    def _log_pyfunc(self, serving: Any, model_file: Path, record: dict[str, Any], example: Any) -> Any:
-        return _mlflow().pyfunc.log_model(
-            name="model",
-            python_model=serving.__file__,
-            artifacts={"model": str(model_file)},
-            code_paths=[str(Path(serving.__file__).parent)],
-            signature=serving.signature(record),
-            input_example=example,
-            pip_requirements=serving.pip_requirements(),
-            step=int(record.get("epoch", 0)),
-        )
+    def log_checkpoint(
+        self, path: Path, record: dict[str, Any], epoch: int, score: float | None, larger_is_better: bool
+    ) -> None:
+        """A checkpoint as a logged model at its epoch; keeps the best `keep_checkpoints` of them."""
+        if not self.enabled or not self.cfg.log_checkpoints:
+            return
+        self.flush()  # the step's metrics first, so MLflow links them to the model
+        info = self.log_model(path, record, name=f"checkpoint-{epoch:06d}", step=epoch)
+        self._checkpoints.append((score, epoch, info.model_id))
+        keep = self.cfg.keep_checkpoints
+        if keep and len(self._checkpoints) > keep:
+
+            def rank(item: tuple[float | None, int, str]) -> tuple[bool, float, int]:
+                score, epoch, _ = item  # unscored last; ties: the newer first
+                value = 0.0 if score is None else (-score if larger_is_better else score)
+                return (score is None, value, -epoch)
+
+            self._checkpoints.sort(key=rank)
+            client = _mlflow().MlflowClient()
+            for _, _, model_id in self._checkpoints[keep:]:
+                client.delete_logged_model(model_id)
+            del self._checkpoints[keep:]
+
+    def register(self, model_uri: str, tags: dict[str, str]) -> str | None:
+        """A new version of `tracking.model_name` for this run's model; returns its number."""
+        if not self.enabled or not self.cfg.register_model or not model_uri:
+            return None
+        import logging
+
+        logging.getLogger("mlflow.tracking._model_registry").setLevel(logging.WARNING)
+        version = _mlflow().register_model(model_uri, self.cfg.registered_name, tags=tags)
+        return str(version.version)
+
+    def decide_champion(self, version: str | None, metric: str, larger_is_better: bool, value: float) -> str:
+        """Move `champion` to `version` when its test metric beats the champion's; say why."""
+        if not self.enabled or version is None:
+            return ""
+        name = self.cfg.registered_name
+        client = _mlflow().MlflowClient()
+        client.set_model_version_tag(name, version, f"test_{metric}", repr(value))
+        current = champion_version(client, name)
+        held = current.tags.get(f"test_{metric}") if current is not None else None
+        if current is None or held is None:
+            decision = f"promoted v{version}: first champion by test_{metric} = {value:.6g}"
+        elif current.version == version:
+            decision = f"kept v{version}: already champion"
+        elif (value > float(held)) if larger_is_better else (value < float(held)):
+            decision = f"promoted v{version}: test_{metric} {value:.6g} beats v{current.version}'s {held}"
+        else:
+            decision = f"kept v{current.version}: its test_{metric} {held} is not beaten by {value:.6g}"
+        if decision.startswith("promoted"):
+            move_alias(client, name, version)
+        self.set_tags({"champion_decision": decision})
+        client.set_model_version_tag(name, version, "champion_decision", decision)
+        return decision
 
     def finish(self, status: str = "FINISHED") -> None:
         if not self.enabled:
@@ -253,3 +314,55 @@ def metric_curves(experiment: str, metric: str) -> dict[str, list[tuple[int, flo
     if not curves:
         raise PipelineError(f"no finished run of {experiment!r} has the metric {metric!r}")
     return curves
+
+
+# -- the registry -------------------------------------------------------------------------------
+CHAMPION = "champion"
+HISTORY_TAG = "champion_history"  # versions that held the alias, oldest first
+
+
+def champion_version(client: Any, name: str) -> Any:
+    try:
+        return client.get_model_version_by_alias(name, CHAMPION)
+    except _mlflow().exceptions.MlflowException:
+        return None
+
+
+def move_alias(client: Any, name: str, version: str) -> None:
+    """Point `champion` at `version`, remembering the order for `rollback`."""
+    client.set_registered_model_alias(name, CHAMPION, version)
+    tags = client.get_registered_model(name).tags
+    history = [v for v in tags.get(HISTORY_TAG, "").split(",") if v]
+    if history[-1:] != [version]:
+        client.set_registered_model_tag(name, HISTORY_TAG, ",".join([*history, version]))
+
+
+def promote(name: str, version: str) -> str:
+    """Give `version` the champion alias by hand."""
+    client = _registry_client()
+    try:
+        client.get_model_version(name, version)
+    except _mlflow().exceptions.MlflowException:
+        raise PipelineError(f"registered model {name!r} has no version {version!r}") from None
+    move_alias(client, name, version)
+    return f"{name}@{CHAMPION} -> v{version}"
+
+
+def rollback(name: str) -> str:
+    """Give `champion` back to the version that held it before the current one."""
+    client = _registry_client()
+    try:
+        tags = client.get_registered_model(name).tags
+    except _mlflow().exceptions.MlflowException:
+        raise PipelineError(f"no registered model {name!r} at {tracking_uri()}") from None
+    history = [v for v in tags.get(HISTORY_TAG, "").split(",") if v]
+    if len(history) < 2:
+        raise PipelineError(f"{name}@{CHAMPION} has no earlier champion to roll back to")
+    previous = history[-2]
+    client.set_registered_model_alias(name, CHAMPION, previous)
+    client.set_registered_model_tag(name, HISTORY_TAG, ",".join(history[:-1]))
+    return f"{name}@{CHAMPION} -> v{previous} (was v{history[-1]})"
+
+
+def _registry_client() -> Any:
+    return _mlflow().MlflowClient(tracking_uri=tracking_uri())
