@@ -88,10 +88,6 @@ def flat_metrics(metrics: dict[str, Any], prefix: str = "test_") -> dict[str, fl
     return flat
 
 
-def learning_curve_rows(history: list[dict[str, float]]) -> list[dict[str, float]]:
-    return [dict(row) for row in history]
-
-
 def confusion_rows(y_true: np.ndarray, y_pred: np.ndarray, class_names: list[str]) -> list[dict[str, str]]:
     """One row per test sample, as DVC's confusion template reads them."""
     return [
