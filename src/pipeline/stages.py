@@ -6,11 +6,11 @@ Each function is what one `pipeline <stage>` command (and one DVC stage) does.
 from __future__ import annotations
 
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipeline.callbacks import Checkpointer, MetricLogger, ProgressBar
 from pipeline.config import Params, check_task, default_loss
 from pipeline.errors import PipelineError
 from pipeline.files import read_json, write_json
@@ -85,73 +85,6 @@ def split(params: Params, layout: Layout = Layout()) -> dict[str, Any]:
 
 
 # -- train ----------------------------------------------------------------------------------------
-class ProgressBar:
-    """A tqdm bar on a terminal; silent in CI logs and pipes unless asked for."""
-
-    def __init__(self, total: int, mode: str, start: int) -> None:
-        show = mode == "on" or (mode == "auto" and sys.stderr.isatty())
-        self.bar = None
-        if show:
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=total, initial=start, unit="epoch", file=sys.stderr)
-
-    def on_epoch_end(self, trainer: Any, metrics: dict[str, float]) -> None:
-        if self.bar is not None:
-            self.bar.update(1)
-            self.bar.set_postfix(
-                {k: f"{v:.4g}" for k, v in metrics.items() if k.endswith(("loss", "accuracy"))}, refresh=False
-            )
-
-    def on_train_end(self, trainer: Any) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
-class Checkpointer:
-    """Every `checkpoint_every` epochs and at the end, into models/checkpoints/."""
-
-    def __init__(self, folder: Path, every: int, description: dict[str, Any], tracker: Any) -> None:
-        self.folder, self.every, self.description, self.tracker = folder, every, description, tracker
-        self.saved_epoch = -1
-
-    def on_epoch_end(self, trainer: Any, metrics: dict[str, float]) -> None:
-        if self.every and trainer.state.epoch % self.every == 0:
-            self.save(trainer)
-
-    def on_train_end(self, trainer: Any) -> None:
-        if self.saved_epoch != trainer.state.epoch:
-            self.save(trainer)
-
-    def save(self, trainer: Any) -> None:
-        from pipeline.checkpoints import save_checkpoint
-
-        epoch = trainer.state.epoch
-        path = save_checkpoint(self.folder, epoch, trainer.state_dict(), self.description)
-        self.saved_epoch = epoch
-        monitor = trainer.cfg.monitor
-        score = trainer.state.history[-1].get(monitor) if trainer.state.history else None
-        self.tracker.log_checkpoint(path, self.description, epoch, score, monitor.endswith("accuracy"))
-
-
-class MetricLogger:
-    """Per-epoch metrics with step = epoch; mid-training test scores with step = optimizer step."""
-
-    def __init__(self, tracker: Any) -> None:
-        self.tracker = tracker
-        self.tests_logged = 0
-
-    def on_epoch_end(self, trainer: Any, metrics: dict[str, float]) -> None:
-        values = {k: v for k, v in metrics.items() if k not in ("epoch", "step")}
-        self.tracker.log_metrics(values, step=int(metrics["epoch"]))
-        for point in trainer.state.test_history[self.tests_logged :]:  # test_* by optimizer step
-            self.tracker.log_metrics({k: v for k, v in point.items() if k != "step"}, step=point["step"])
-        self.tests_logged = len(trainer.state.test_history)
-
-    def on_train_end(self, trainer: Any) -> None:
-        self.tracker.flush()
-
-
 def _load_split(layout: Layout, names: tuple[str, ...]) -> tuple[dict[str, Any], dict[str, Any]]:
     from pipeline.data import load_dataset
 
