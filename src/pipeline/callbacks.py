@@ -49,6 +49,7 @@ class Checkpointer:
         from pipeline.checkpoints import save_checkpoint
 
         epoch = trainer.state.epoch
+        self.tracker.flush()  # metrics up to this epoch reach MLflow before a resume could skip them
         path = save_checkpoint(self.folder, epoch, trainer.state_dict(), self.description)
         self.saved_epoch = epoch
         monitor = trainer.cfg.monitor

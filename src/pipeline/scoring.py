@@ -33,9 +33,9 @@ def load_scorer(uri: str) -> tuple[Scorer, list[str]]:
         raise PipelineError(f"--model {uri}: no such file, and not an MLflow URI (runs:/, models:/)")
     import mlflow
 
-    from pipeline.tracking import tracking_uri
+    from pipeline.tracking import existing_store
 
-    mlflow.set_tracking_uri(tracking_uri())
+    mlflow.set_tracking_uri(existing_store(f"--model {uri}"))
     try:
         loaded = mlflow.pyfunc.load_model(uri)
     except Exception as exc:  # MLflow raises several kinds for a bad URI

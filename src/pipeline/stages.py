@@ -13,7 +13,7 @@ from typing import Any
 from pipeline.callbacks import Checkpointer, MetricLogger, ProgressBar
 from pipeline.config import Params, check_task, default_loss
 from pipeline.errors import PipelineError
-from pipeline.files import read_json, write_json
+from pipeline.files import read_json, remove_stale_temporaries, write_json
 
 
 @dataclass(frozen=True)
@@ -124,6 +124,9 @@ def train(params: Params, layout: Layout = Layout()) -> dict[str, Any]:
     }
     trainer = Trainer(model, cfg, loss, device)
     resumed_from = None
+    for folder in (layout.models, layout.checkpoints):
+        if folder.is_dir():
+            remove_stale_temporaries(folder)  # what a killed writer left behind
     if cfg.resume and (saved := checkpoints.newest_compatible(layout.checkpoints, description)):
         trainer.load_state_dict(saved["trainer"])
         resumed_from = saved["epoch"]

@@ -75,7 +75,6 @@ class Tracker:
         self.run_id = run_id
         self._pending: list[Any] = []
         self._last_flush = time.monotonic()
-        self._checkpoints: list[tuple[float | None, int, str]] = []  # (score, epoch, model id)
 
     @property
     def enabled(self) -> bool:
@@ -202,6 +201,7 @@ class Tracker:
         *,
         name: str = "model",
         step: int = 0,
+        tags: dict[str, str] | None = None,
     ) -> Any:
         """Log a model.pt or checkpoint file as the task-speaking pyfunc; returns MLflow's ModelInfo."""
         if not self.enabled:
@@ -221,6 +221,7 @@ class Tracker:
                 input_example=example,
                 pip_requirements=serving.pip_requirements(),
                 step=step,
+                tags=tags,
             )
 
     def log_checkpoint(
@@ -230,21 +231,31 @@ class Tracker:
         if not self.enabled or not self.cfg.log_checkpoints:
             return
         self.flush()  # the step's metrics first, so MLflow links them to the model
-        info = self.log_model(path, record, name=f"checkpoint-{epoch:06d}", step=epoch)
-        self._checkpoints.append((score, epoch, info.model_id))
+        tags = {"checkpoint_epoch": str(epoch), "checkpoint_score": repr(score)}
+        self.log_model(path, record, name=f"checkpoint-{epoch:06d}", step=epoch, tags=tags)
         keep = self.cfg.keep_checkpoints
-        if keep and len(self._checkpoints) > keep:
+        if keep:
+            self._keep_best_checkpoints(keep, larger_is_better)
 
-            def rank(item: tuple[float | None, int, str]) -> tuple[bool, float, int]:
-                score, epoch, _ = item  # unscored last; ties: the newer first
-                value = 0.0 if score is None else (-score if larger_is_better else score)
-                return (score is None, value, -epoch)
-
-            self._checkpoints.sort(key=rank)
-            client = _mlflow().MlflowClient()
-            for _, _, model_id in self._checkpoints[keep:]:
-                client.delete_logged_model(model_id)
-            del self._checkpoints[keep:]
+    def _keep_best_checkpoints(self, keep: int, larger_is_better: bool) -> None:
+        """Delete all but the `keep` best logged checkpoints of this run (a resumed one included)."""
+        mlflow = _mlflow()
+        client = mlflow.MlflowClient()
+        run = client.get_run(self.run_id)
+        logged = client.search_logged_models(
+            experiment_ids=[run.info.experiment_id], filter_string=f"source_run_id = '{self.run_id}'"
+        )
+        ranked = []
+        for model in logged:
+            if "checkpoint_epoch" not in model.tags:
+                continue
+            score = model.tags.get("checkpoint_score", "None")
+            value = None if score == "None" else float(score)
+            key = (value is None, 0.0 if value is None else (-value if larger_is_better else value))
+            ranked.append((*key, -int(model.tags["checkpoint_epoch"]), model.model_id))
+        ranked.sort()  # unscored last; ties: the newer first
+        for *_, model_id in ranked[keep:]:
+            client.delete_logged_model(model_id)
 
     def register(self, model_uri: str, tags: dict[str, str]) -> str | None:
         """A new version of `tracking.model_name` for this run's model; returns its number."""
@@ -289,7 +300,11 @@ class Tracker:
 def _mlflow() -> Any:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # offline-friendly, and faster
+    import logging
+
     import mlflow
+
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)  # "Creating tables..."
 
     return mlflow
 
@@ -339,7 +354,7 @@ def move_alias(client: Any, name: str, version: str) -> None:
 
 def promote(name: str, version: str) -> str:
     """Give `version` the champion alias by hand."""
-    client = _registry_client()
+    client = _registry_client(name)
     try:
         client.get_model_version(name, version)
     except _mlflow().exceptions.MlflowException:
@@ -350,7 +365,7 @@ def promote(name: str, version: str) -> str:
 
 def rollback(name: str) -> str:
     """Give `champion` back to the version that held it before the current one."""
-    client = _registry_client()
+    client = _registry_client(name)
     try:
         tags = client.get_registered_model(name).tags
     except _mlflow().exceptions.MlflowException:
@@ -364,5 +379,16 @@ def rollback(name: str) -> str:
     return f"{name}@{CHAMPION} -> v{previous} (was v{history[-1]})"
 
 
-def _registry_client() -> Any:
-    return _mlflow().MlflowClient(tracking_uri=tracking_uri())
+def _registry_client(name: str) -> Any:
+    return _mlflow().MlflowClient(tracking_uri=existing_store(f"registered model {name!r}"))
+
+
+def existing_store(wanted: str) -> str:
+    """The tracking URI, refused when it names a local SQLite file that does not exist (reading
+    from it would only create an empty store)."""
+    uri = tracking_uri()
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+        raise PipelineError(
+            f"{wanted}: no MLflow store at {uri}: train a model first, or set MLFLOW_TRACKING_URI"
+        )
+    return uri
