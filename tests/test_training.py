@@ -421,3 +421,45 @@ def test_cosine_scheduler_lr_per_epoch():
 def test_no_scheduler_keeps_lr():
     lrs = [row["lr"] for row in fit(config(train={"lr": 0.02, "epochs": 3})).state.history]
     assert lrs == [0.02, 0.02, 0.02]
+
+
+def test_auto_threads_use_one_for_a_tiny_net_and_restore_the_setting():
+    from pipeline.training import SMALL_STEP_FLOPS, cpu_threads, step_flops
+
+    tiny = nn.Sequential(nn.Linear(2, 10), nn.Sigmoid(), nn.Linear(10, 4))
+    wide = nn.Sequential(nn.Linear(2, 4096), nn.Sigmoid(), nn.Linear(4096, 4))
+    assert step_flops(tiny, 800) == 800 * (2 * 10 + 10 * 4) < SMALL_STEP_FLOPS
+    assert step_flops(wide, 800) > SMALL_STEP_FLOPS
+    torch.set_num_threads(2)
+    try:
+        with cpu_threads("auto", tiny, 800, torch.device("cpu")):
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2
+        with cpu_threads("auto", wide, 800, torch.device("cpu")):
+            assert torch.get_num_threads() == 2
+        with cpu_threads(1, wide, 800, torch.device("cpu")):
+            assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(2)
+
+
+@pytest.mark.parametrize("hidden", [[10], [512]])
+def test_thread_count_never_changes_the_numbers(hidden):
+    def run(threads: int) -> tuple[list, list]:
+        params = params_from_dict(
+            tiny_params(model={"hidden": hidden}, train={"threads": threads, "epochs": 3, "batch_size": 64})
+        )
+        ds = make_dataset(params.data)
+        parts = split_dataset(ds, params.split)
+        seed_everything(0, torch.device("cpu"))
+        model = build_model(params.model, 2, 3)
+        trainer = Trainer(model, params.train, "cross_entropy", torch.device("cpu"))
+        train = to_tensors(
+            parts["train"].features, parts["train"].targets, "cross_entropy", torch.device("cpu")
+        )
+        state = trainer.fit(train, None)
+        return state.history, [p.detach().clone() for p in model.parameters()]
+
+    one, two = run(1), run(2)
+    assert one[0] == two[0]
+    assert all(torch.equal(a, b) for a, b in zip(one[1], two[1], strict=True))

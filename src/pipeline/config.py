@@ -118,6 +118,7 @@ class TrainConfig(Section):
     device: str = "auto"
     seed: int = Field(0, ge=0, le=2**63 - 1)
     progress: Literal["auto", "on", "off"] = "auto"
+    threads: PositiveInt | Literal["auto"] = "auto"  # CPU threads; auto: 1 for tiny nets, else torch's
 
     @field_validator("progress", mode="before")
     @classmethod

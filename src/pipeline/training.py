@@ -9,7 +9,8 @@ from __future__ import annotations
 import copy
 import os
 import random
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -147,6 +148,37 @@ def batches(n: int, batch_size: int, order: torch.Tensor | None) -> Sequence[Any
     return [order[i : i + batch_size] for i in range(0, n, batch_size)]
 
 
+SMALL_STEP_FLOPS = 1_000_000  # below this, threads cost more in synchronisation than they save
+
+
+def step_flops(model: nn.Module, batch_rows: int) -> int:
+    """Multiply-adds of one forward pass over a batch: what sharing work between threads splits."""
+    return batch_rows * sum(
+        m.in_features * m.out_features for m in model.modules() if isinstance(m, nn.Linear)
+    )
+
+
+@contextmanager
+def cpu_threads(
+    setting: int | str, model: nn.Module, batch_rows: int, device: torch.device
+) -> Iterator[None]:
+    """torch's intra-op threads for the duration of a fit; `auto` uses one for tiny CPU nets,
+    where thread hand-offs dominate (they never change the numbers, only the time)."""
+    before = torch.get_num_threads()
+    wanted = before
+    if device.type == "cpu":
+        wanted = (
+            (1 if step_flops(model, batch_rows) < SMALL_STEP_FLOPS else before)
+            if setting == "auto"
+            else int(setting)
+        )
+    torch.set_num_threads(wanted)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 class Trainer:
     """Owns model, optimizer, scheduler and RNG; `state_dict` is everything a resume needs."""
 
@@ -170,6 +202,17 @@ class Trainer:
     ) -> TrainState:
         """Train until `epochs`, `max_steps` or early stopping; `test`, when given, is scored
         every `test_every_steps` optimizer steps (the tutorials' habit), into `test_history`."""
+        rows = len(train) if self.cfg.batch_size == "full" else min(self.cfg.batch_size, len(train))
+        with cpu_threads(self.cfg.threads, self.model, rows, self.device):
+            return self._fit(train, val, callbacks, test)
+
+    def _fit(
+        self,
+        train: TensorData,
+        val: TensorData | None,
+        callbacks: Sequence[Callback],
+        test: TensorData | None,
+    ) -> TrainState:
         cfg, state = self.cfg, self.state
         n = len(train)
         batch_size = n if cfg.batch_size == "full" else cfg.batch_size
