@@ -5,7 +5,7 @@ BIN := $(abspath $(VENV))/bin
 export PATH := $(BIN):$(PATH)
 export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
 
-.PHONY: run test test-fast lint optimizers clean
+.PHONY: run test test-fast lint optimizers bench bench-quick clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,8 +27,14 @@ optimizers: $(VENV)/.installed  ## workload 2: Adam, RMSprop, SGD as sibling run
 	dvc exp run --run-all
 	pipeline compare blobs64-optimizers --metric train_loss
 
+bench: $(VENV)/.installed  ## the benchmark suite: tutorial baselines vs ours, overhead, scaling (benchmarks/README.md)
+	python -m benchmarks
+
+bench-quick: $(VENV)/.installed  ## the same, smaller, in under two minutes on an idle machine
+	python -m benchmarks --quick
+
 lint: $(VENV)/.installed
-	ruff check src tests
+	ruff check src tests benchmarks
 
 clean:  ## pipeline outputs and the local MLflow store (keeps .venv)
 	rm -rf data/raw data/split models metrics/eval.json plots mlflow.db mlartifacts

@@ -43,11 +43,17 @@ class Workload:
     ours_overrides: dict[str, Any] = field(default_factory=dict)
 
 
+WARMUP_STEPS = 5  # optimizer steps of the untimed warm-up run each side makes first
+
+
 def workloads(quick: bool) -> list[Workload]:
-    s4_iters = 600 if quick else 3000
+    s4_iters = 500 if quick else 3000
     wide_epochs = 200 if quick else 2000
+    s1_epochs = 5 if quick else 10
     return [
-        Workload("s0_small", "blobs4_sigmoid_lr1", 2000, 1.00, "S0 blobs 2->10 sigmoid->4, full batch, 2000 ep"),
+        Workload(
+            "s0_small", "blobs4_sigmoid_lr1", 2000, 1.00, "S0 blobs 2->10 sigmoid->4, full batch, 2000 ep"
+        ),
         Workload(
             "s0_wide",
             "blobs4_wide",
@@ -56,7 +62,14 @@ def workloads(quick: bool) -> list[Workload]:
             f"S0 blobs 2->4096 sigmoid->4, full batch, {wide_epochs} ep",
             note="quick mode: 200 epochs (full: 2000)" if quick else "",
         ),
-        Workload("s1", "blobs64_adam", 10, 0.70, "S1 64-d blobs 64->256->1024->1, batch 16, Adam, 10 ep"),
+        Workload(
+            "s1",
+            "blobs64_adam",
+            s1_epochs,
+            0.70,
+            f"S1 64-d blobs 64->256->1024->1, batch 16, Adam, {s1_epochs} ep",
+            note="quick mode: 5 epochs (full: 10)" if quick else "",
+        ),
         Workload(
             "s4",
             "mnist_e_relu3",
@@ -115,7 +128,7 @@ def mnist_root(cache: Path = CACHE) -> Path:
         8 + MNIST_TEST,
     )
     paths = [raw / name for name in IDX_NAMES]
-    if all(p.is_file() and p.stat().st_size == s for p, s in zip(paths, sizes)):
+    if all(p.is_file() and p.stat().st_size == s for p, s in zip(paths, sizes, strict=True)):
         return cache
     raw.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
@@ -164,9 +177,7 @@ def baseline_s1(x_train: Any, y_train: Any, epochs: int = 10) -> dict[str, Any]:
     X = torch.tensor(x_train, dtype=torch.float32)
     y = torch.tensor(y_train, dtype=torch.float32)
     torch.manual_seed(2020)
-    model = nn.Sequential(
-        nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 1024), nn.ReLU(), nn.Linear(1024, 1)
-    )
+    model = nn.Sequential(nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 1024), nn.ReLU(), nn.Linear(1024, 1))
     criterion = nn.BCEWithLogitsLoss()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     batch_size = 16
@@ -196,8 +207,12 @@ def baseline_s4(root: Path, n_iters: int = 3000) -> dict[str, Any]:
     from torch.utils.data import DataLoader
     from torchvision import datasets
 
-    train_dataset = datasets.MNIST(root=str(root), train=True, transform=transforms.ToTensor(), download=False)
-    test_dataset = datasets.MNIST(root=str(root), train=False, transform=transforms.ToTensor(), download=False)
+    train_dataset = datasets.MNIST(
+        root=str(root), train=True, transform=transforms.ToTensor(), download=False
+    )
+    test_dataset = datasets.MNIST(
+        root=str(root), train=False, transform=transforms.ToTensor(), download=False
+    )
     batch_size = 100
     train_loader = DataLoader(dataset=train_dataset, batch_size=batch_size, shuffle=True)
     test_loader = DataLoader(dataset=test_dataset, batch_size=batch_size, shuffle=False)
@@ -251,9 +266,18 @@ def _set(tree: dict[str, Any], dotted: str, value: Any) -> None:
     tree[last] = value
 
 
-def ours_params(workload: Workload, *, tracking: bool = True, size: int | None = None) -> dict[str, Any]:
+def ours_params(
+    workload: Workload,
+    *,
+    tracking: bool = True,
+    size: int | None = None,
+    mnist: Path | None = None,
+    warmup: bool = False,
+) -> dict[str, Any]:
     """The params dict our pipeline trains `workload` with: the named experiment, composed from
-    conf/ exactly as `dvc exp run -S experiment=NAME` does, plus the benchmark's overrides."""
+    conf/ exactly as `dvc exp run -S experiment=NAME` does, plus the benchmark's overrides.
+    `size` replaces the workload's epochs (iterations for S4); `mnist` is S4's torchvision root
+    (default: the cache, written if missing); `warmup`: a run of WARMUP_STEPS optimizer steps."""
     from pipeline.experiments import compose
 
     raw = compose(REPO, workload.experiment)
@@ -263,7 +287,7 @@ def ours_params(workload: Workload, *, tracking: bool = True, size: int | None =
         steps_per_epoch = MNIST_TRAIN // 100
         overrides.update(
             {
-                "data.root": str(mnist_root()),
+                "data.root": str(mnist or mnist_root()),
                 "data.download": False,
                 "split.val": 0.0,
                 "train.max_steps": size,
@@ -273,6 +297,8 @@ def ours_params(workload: Workload, *, tracking: bool = True, size: int | None =
         )
     else:
         overrides["train.epochs"] = size
+    if warmup:
+        overrides.update({"train.epochs": 1, "train.max_steps": WARMUP_STEPS})
     overrides.update(workload.ours_overrides)
     for key, value in overrides.items():
         _set(raw, key, value)
@@ -294,7 +320,9 @@ EXPECTED = {
         "split.stratify": False,
         "split.seed": 0,
         "model.activation": "sigmoid",
+        "train.loss": "cross_entropy",
         "train.optimizer": "sgd",
+        "train.momentum": 0.0,
         "train.lr": 1.0,
         "train.batch_size": "full",
         "train.seed": 0,
@@ -314,6 +342,8 @@ EXPECTED = {
         "train.loss": "bce",
         "train.optimizer": "adam",
         "train.lr": 0.001,
+        "train.betas": [0.9, 0.999],
+        "train.eps": 1e-08,
         "train.batch_size": 16,
         "train.shuffle": False,
         "train.seed": 2020,
@@ -323,6 +353,7 @@ EXPECTED = {
         "split.method": "predefined",
         "model.hidden": [100, 100, 100],
         "model.activation": "relu",
+        "train.loss": "cross_entropy",
         "train.optimizer": "sgd",
         "train.lr": 0.1,
         "train.momentum": 0.0,

@@ -1,0 +1,68 @@
+"""The benchmark suite's baselines (benchmarks/workloads.py, tutorial-style loops) and our pipeline
+compute the same final loss where the maths is the same: every lever of ours keeps results
+identical to the plain loop. No timing is asserted here; `python -m benchmarks` measures."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import REPO
+
+from pipeline.config import params_from_dict
+from pipeline.stages import Layout, data, split, train
+
+sys.path.insert(0, str(REPO))
+from benchmarks import workloads as W
+
+
+@pytest.fixture
+def one_thread():
+    """Steady on a busy machine; both sides run under the same setting, so the same maths."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def ours_final_loss(name: str, size: int, root) -> float:
+    """Our real code path, as the suite runs it (tracking off: it does not touch the maths)."""
+    params = params_from_dict(W.ours_params(W.by_name(name, quick=True), tracking=False, size=size))
+    layout = Layout(root)
+    data(params, layout)
+    split(params, layout)
+    return train(params, layout)["train_loss"]
+
+
+@pytest.mark.parametrize(("name", "hidden", "epochs"), [("s0_small", 10, 20), ("s0_wide", 4096, 3)])
+def test_s0_baseline_and_ours_same_final_loss(name, hidden, epochs, workdir, one_thread):
+    baseline = W.baseline_s0(*W.blobs4_split(), hidden=hidden, epochs=epochs)["final_loss"]
+    assert ours_final_loss(name, epochs, workdir) == baseline
+
+
+def test_s1_baseline_and_ours_same_final_loss(workdir, one_thread):
+    baseline = W.baseline_s1(*W.blobs64(), epochs=1)["final_loss"]
+    assert ours_final_loss("s1", 1, workdir) == baseline
+
+
+def test_named_experiments_describe_the_baselines(tmp_path):
+    """conf/experiment still holds the tutorials' workloads (the suite refuses to run otherwise)."""
+    for workload in W.workloads(quick=False):
+        raw = W.ours_params(workload, size=7, mnist=tmp_path)
+        params = params_from_dict(raw)
+        if workload.name == "s4":
+            assert (params.train.max_steps, params.train.test_every_steps) == (7, 500)
+            assert params.data.root == str(tmp_path) and params.data.download is False
+        else:
+            assert params.train.epochs == 7
+        assert params.tracking.enabled and params.train.progress == "off"
+
+
+def test_entry_point_help():
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--help"], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "--quick" in proc.stdout and "--json" in proc.stdout
