@@ -207,7 +207,7 @@ def prepare_inputs(workload: W.Workload, side: str, scratch: Path, folder: Path)
 
     tracked = side == "ours"
     raw = W.ours_params(workload, tracking=tracked)
-    warmup = W.ours_params(workload, tracking=tracked, warmup=True)
+    warmup = W.warmup_params(raw)
     layout = stages.Layout(folder / side)
     params = params_from_dict(raw)
     stages.data(params, layout)
@@ -265,9 +265,9 @@ class Group:
 
         self.guard(step)
 
-    def warm_up(self, template: Path | None, zygotes: dict[str, Zygote]) -> None:
-        """Wait for every side's set-up, hand it its inputs, then its untimed warm-up run (one
-        side at a time: 2 cores, and torch's threads, make parallel warm-ups slower)."""
+    def start_warmup(self, template: Path | None, zygotes: dict[str, Zygote]) -> None:
+        """Wait for every side's set-up, hand it its inputs and ask for its untimed warm-up run
+        (the groups' warm-ups overlap: 5 steps each, and a store of their own)."""
 
         def step() -> None:
             if template is not None:
@@ -277,7 +277,14 @@ class Group:
                 kind = "baseline" if side == "baseline" else "ours"
                 self.ready[side]["zygote_import_s"] = (zygotes[kind].ready or {}).get("import_s")
                 worker.call(json.dumps({"inputs": self.inputs[side]}))
-                self.ready[side]["warmup_s"] = round(worker.call("warmup")["seconds"], 3)
+                worker.send("warmup")
+
+        self.guard(step)
+
+    def finish_warmup(self) -> None:
+        def step() -> None:
+            for side, worker in self.workers.items():
+                self.ready[side]["warmup_s"] = round(worker.read()["seconds"], 3)
 
         self.guard(step)
 
@@ -483,7 +490,9 @@ def measure_groups(
         group.spawn(zygotes)
     phases.append(f"imports {time.perf_counter() - started:.0f} s")
     for group in groups:
-        group.warm_up(template, zygotes)
+        group.start_warmup(template, zygotes)
+    for group in groups:
+        group.finish_warmup()
     phases.append(f"warm-ups {time.perf_counter() - started:.0f} s")
     print(
         f"set-up and warm-up of {sum(len(g.sides) for g in groups)} worker processes: "
@@ -648,7 +657,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="S0-wide 200 epochs, S1 5, S4 500 iterations, scaling to 10^5, one clean repro",
+        help="S0-wide 200 epochs, S1 3, S4 500 iterations, scaling to 10^5, one clean repro",
     )
     parser.add_argument("--json", metavar="PATH", help="write the rows as a JSON list")
     parser.add_argument("--reps", type=int, default=None, help="rounds of A B per workload (default 3)")

@@ -293,7 +293,10 @@ def serve(spec: dict[str, Any], commands: TextIO, proto: TextIO) -> None:
                 side.set_inputs(json.loads(command)["inputs"])
                 answer({"ok": True})
             elif command == "warmup":
-                answer(side.warmup())
+                result = side.warmup()
+                gc.collect()
+                gc.freeze()  # imports and set-up: out of every later collection (same for all sides)
+                answer(result)
             elif command == "run":
                 answer(side.run())
             elif command == "profile":

@@ -44,12 +44,23 @@ class Workload:
 
 
 WARMUP_STEPS = 5  # optimizer steps of the untimed warm-up run each side makes first
+WARMUP_OVERRIDES = {"train.epochs": 1, "train.max_steps": WARMUP_STEPS}
+
+
+def warmup_params(raw: dict[str, Any]) -> dict[str, Any]:
+    """A workload's params cut down to the warm-up run: one epoch, WARMUP_STEPS steps."""
+    import copy
+
+    out = copy.deepcopy(raw)
+    for key, value in WARMUP_OVERRIDES.items():
+        _set(out, key, value)
+    return out
 
 
 def workloads(quick: bool) -> list[Workload]:
     s4_iters = 500 if quick else 3000
     wide_epochs = 200 if quick else 2000
-    s1_epochs = 5 if quick else 10
+    s1_epochs = 3 if quick else 10
     return [
         Workload(
             "s0_small", "blobs4_sigmoid_lr1", 2000, 1.00, "S0 blobs 2->10 sigmoid->4, full batch, 2000 ep"
@@ -68,7 +79,7 @@ def workloads(quick: bool) -> list[Workload]:
             s1_epochs,
             0.70,
             f"S1 64-d blobs 64->256->1024->1, batch 16, Adam, {s1_epochs} ep",
-            note="quick mode: 5 epochs (full: 10)" if quick else "",
+            note=f"quick mode: {s1_epochs} epochs (full: 10)" if quick else "",
         ),
         Workload(
             "s4",
@@ -272,12 +283,11 @@ def ours_params(
     tracking: bool = True,
     size: int | None = None,
     mnist: Path | None = None,
-    warmup: bool = False,
 ) -> dict[str, Any]:
     """The params dict our pipeline trains `workload` with: the named experiment, composed from
     conf/ exactly as `dvc exp run -S experiment=NAME` does, plus the benchmark's overrides.
     `size` replaces the workload's epochs (iterations for S4); `mnist` is S4's torchvision root
-    (default: the cache, written if missing); `warmup`: a run of WARMUP_STEPS optimizer steps."""
+    (default: the cache, written if missing)."""
     from pipeline.experiments import compose
 
     raw = compose(REPO, workload.experiment)
@@ -297,8 +307,6 @@ def ours_params(
         )
     else:
         overrides["train.epochs"] = size
-    if warmup:
-        overrides.update({"train.epochs": 1, "train.max_steps": WARMUP_STEPS})
     overrides.update(workload.ours_overrides)
     for key, value in overrides.items():
         _set(raw, key, value)
