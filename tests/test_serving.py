@@ -461,6 +461,25 @@ def test_bad_values_are_named_in_the_error(server: Server):
     assert "no rows" in error["message"], error["message"]
 
 
+def test_a_plain_array_is_refused_with_the_feature_names_and_scores_once_named(
+    server: Server, expected: pd.DataFrame
+):
+    """MLflow enforces a named-column signature before the model runs: a plain 2-D array of the
+    right width gets a 400 that lists the columns it needs; the same array with `columns` scores."""
+    trained = server.trained
+    values = trained.rows.tolist()
+    for form, payload in {
+        "dataframe_split": {"dataframe_split": {"data": values}},
+        "instances": {"instances": values},
+        "inputs": {"inputs": values},
+    }.items():
+        error = _assert_client_error(server.post_json(payload), f"plain array as {form}", server)
+        assert all(repr(name) in error["message"] for name in trained.names), error["message"][:2000]
+    reply = server.post_json({"dataframe_split": {"columns": trained.names, "data": values}})
+    assert reply.status == 200, reply.body[:2000]
+    _assert_same(_frame(reply.json()), expected, "the plain array with its column names")
+
+
 # -- MLflow's own scoring server ----------------------------------------------------------------------
 # Two malformed requests that MLflow 3.17's scoring server itself answers with a 500, before the model
 # sees anything: the project cannot fix them in serving.py. Strict xfails, so that an MLflow upgrade
