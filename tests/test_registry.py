@@ -213,6 +213,28 @@ def test_every_checkpoint_is_a_logged_model_at_its_epoch(workdir, make_params):
         assert "val_loss" in linked, f"checkpoint {epoch}: no metrics linked to the model"
         assert all(m.step == epoch for m in model.metrics), [(m.key, m.step) for m in model.metrics]
     assert steps[models["model"].model_id] == 3
+    assert {m.step for m in models["model"].metrics or []} == {3}, "the final model's metrics: epoch 3"
+    history = client.get_metric_history(run_id, "val_loss")
+    assert sorted(m.step for m in history) == [1, 2, 3], "each epoch once in the run's history"
+
+
+def test_long_runs_send_a_curve_of_about_300_points_and_every_checkpoint_epoch(workdir, make_params):
+    params = make_params(
+        tracking=_tracking(log_checkpoints=True), train={"epochs": 610, "checkpoint_every": 200}
+    )
+    result = _execute(params, workdir)
+    run_id = result["run"]["run_id"]
+    client = _client()
+    steps = sorted(m.step for m in client.get_metric_history(run_id, "train_loss"))
+    # auto: every ceil(610 / 300) = 3rd epoch, plus checkpoints (200, 400, 600) and the last (610)
+    assert steps == sorted({*range(3, 611, 3), 200, 400, 610}), steps[:10]
+    assert len(result["history"]["history"]) == 610, "history.json keeps every epoch"
+    for name, model in _logged_models(client, run_id).items():
+        epoch = 610 if name == "model" else int(name.split("-")[1])
+        assert {m.step for m in model.metrics or []} == {epoch}, name
+    params = make_params(tracking=_tracking(log_every_epochs=1), train={"epochs": 610})
+    run_id = _execute(params, workdir)["run"]["run_id"]
+    assert len(client.get_metric_history(run_id, "train_loss")) == 610
 
 
 def test_keep_checkpoints_keeps_only_the_best_by_the_monitor(workdir, make_params):
@@ -242,6 +264,8 @@ def test_keep_checkpoints_holds_across_a_resumed_training(workdir, make_params):
     assert resumed["history"]["resumed_from"] == 3
     losses = {int(row["epoch"]): row["val_loss"] for row in resumed["history"]["history"]}
     assert sorted(losses) == [1, 2, 3, 4, 5, 6]
+    sent = sorted(m.step for m in _client().get_metric_history(run_id, "val_loss"))
+    assert sent == [1, 2, 3, 4, 5, 6], "a resumed run's history: each epoch once"
     best = min(losses, key=lambda epoch: (losses[epoch], -epoch))
     checkpoints = sorted(name for name in _logged_models(_client(), run_id) if name.startswith("checkpoint-"))
     assert checkpoints == [f"checkpoint-{best:06d}"], (checkpoints, losses)

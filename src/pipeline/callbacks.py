@@ -49,7 +49,6 @@ class Checkpointer:
         from pipeline.checkpoints import save_checkpoint
 
         epoch = trainer.state.epoch
-        self.tracker.flush()  # metrics up to this epoch reach MLflow before a resume could skip them
         path = save_checkpoint(self.folder, epoch, trainer.state_dict(), self.description)
         self.saved_epoch = epoch
         monitor = trainer.cfg.monitor
@@ -58,18 +57,45 @@ class Checkpointer:
 
 
 class MetricLogger:
-    """Per-epoch metrics with step = epoch; mid-training test scores with step = optimizer step."""
+    """Per-epoch metrics with step = epoch, every `every` epochs and at checkpoints and the last;
+    mid-training test scores with step = optimizer step."""
 
-    def __init__(self, tracker: Any) -> None:
-        self.tracker = tracker
+    def __init__(self, tracker: Any, every: int = 1, checkpoint_every: int = 0) -> None:
+        self.tracker, self.every, self.checkpoint_every = tracker, every, checkpoint_every
         self.tests_logged = 0
+        self.last_logged = 0
 
-    def on_epoch_end(self, trainer: Any, metrics: dict[str, float]) -> None:
+    def wanted(self, epoch: int) -> bool:
+        return epoch % self.every == 0 or bool(self.checkpoint_every and epoch % self.checkpoint_every == 0)
+
+    def catch_up(self, state: Any) -> None:
+        """A resumed run: send what the killed process had not sent (its buffer died with it)."""
+        sent_epoch = self.tracker.last_logged_step("train_loss")
+        sent_test = self.tracker.last_logged_step("test_loss")
+        self.tracker.relink_checkpoints()
+        for metrics in state.history:
+            last = metrics is state.history[-1]
+            if metrics["epoch"] > sent_epoch and (self.wanted(metrics["epoch"]) or last):
+                self._log(metrics)
+        for point in state.test_history:
+            if point["step"] > sent_test:
+                self.tracker.log_metrics({k: v for k, v in point.items() if k != "step"}, step=point["step"])
+        self.tests_logged = len(state.test_history)
+        self.last_logged = state.history[-1]["epoch"] if state.history else 0
+
+    def _log(self, metrics: dict[str, float]) -> None:
         values = {k: v for k, v in metrics.items() if k not in ("epoch", "step")}
         self.tracker.log_metrics(values, step=int(metrics["epoch"]))
+        self.last_logged = int(metrics["epoch"])
+
+    def on_epoch_end(self, trainer: Any, metrics: dict[str, float]) -> None:
+        if self.wanted(int(metrics["epoch"])):
+            self._log(metrics)
         for point in trainer.state.test_history[self.tests_logged :]:  # test_* by optimizer step
             self.tracker.log_metrics({k: v for k, v in point.items() if k != "step"}, step=point["step"])
         self.tests_logged = len(trainer.state.test_history)
 
     def on_train_end(self, trainer: Any) -> None:
-        self.tracker.flush()
+        history = trainer.state.history
+        if history and self.last_logged != history[-1]["epoch"]:
+            self._log(history[-1])  # the last epoch always; sent with the models' links at the end

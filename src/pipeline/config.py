@@ -149,6 +149,9 @@ class EvaluateConfig(Section):
         return metric, metric in LARGER_IS_BETTER
 
 
+MAX_CURVE_POINTS = 300  # MLflow's charts sample longer histories anyway
+
+
 class TrackingConfig(Section):
     enabled: bool = True
     experiment: str = Field("ffn-pipeline", min_length=1)
@@ -158,6 +161,14 @@ class TrackingConfig(Section):
     model_name: str | None = None  # null: the same as `experiment`
     log_checkpoints: bool = True  # each checkpoint as a logged model at its step
     keep_checkpoints: int = Field(0, ge=0)  # logged checkpoint models kept, best by train.monitor; 0 = all
+    # per-epoch metrics to MLflow every N epochs (and at checkpoints and the last epoch);
+    # auto: every epoch up to 300 epochs, then about 300 points per curve. history.json has all.
+    log_every_epochs: PositiveInt | Literal["auto"] = "auto"
+
+    def metric_epochs_every(self, epochs: int) -> int:
+        if self.log_every_epochs != "auto":
+            return self.log_every_epochs
+        return max(1, -(-epochs // MAX_CURVE_POINTS))
 
     @property
     def registered_name(self) -> str:

@@ -145,8 +145,13 @@ def train(params: Params, layout: Layout = Layout()) -> dict[str, Any]:
     tracker = Tracker.start(params.tracking, params.to_dict(), tags, run_id=previous_run)
     write_json(layout.checkpoints / "run.json", {"run_id": tracker.run_id})
     try:
+        metric_logger = MetricLogger(
+            tracker, params.tracking.metric_epochs_every(cfg.epochs), cfg.checkpoint_every
+        )
+        if resumed_from:
+            metric_logger.catch_up(trainer.state)
         callbacks = [
-            MetricLogger(tracker),
+            metric_logger,
             Checkpointer(layout.checkpoints, cfg.checkpoint_every, description, tracker),
             ProgressBar(cfg.epochs, cfg.progress, trainer.state.epoch),
         ]

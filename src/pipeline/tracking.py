@@ -75,6 +75,8 @@ class Tracker:
         self.run_id = run_id
         self._pending: list[Any] = []
         self._last_flush = time.monotonic()
+        # step -> ids of the models logged at that step, whose metrics are linked as they are sent
+        self._links: dict[int, list[str]] = {}
 
     @property
     def enabled(self) -> bool:
@@ -163,24 +165,42 @@ class Tracker:
             mlflow.set_tags(changed)
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
-        """Buffered: sent in batches of up to 1000 at most every few seconds, and on `flush`."""
+        """Buffered: sent every few seconds (live curves in the UI for long runs) and on `flush`.
+
+        A short run sends nothing before its models are logged, which keeps `log_model` cheap:
+        MLflow links a new model to its step's metrics by reading every metric's whole history.
+        """
         if not self.enabled:
             return
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
         self._pending += [Metric(k, float(v), now, step) for k, v in metrics.items()]
-        if len(self._pending) >= METRICS_PER_BATCH or time.monotonic() - self._last_flush > FLUSH_SECONDS:
+        if time.monotonic() - self._last_flush > FLUSH_SECONDS:
             self.flush()
 
     def flush(self) -> None:
+        """Send the buffered metrics, each also linked to the models logged at its step."""
         if not self.enabled or not self._pending:
             return
+        from mlflow.entities import Metric
+
+        rows = list(self._pending)
+        for m in self._pending:
+            rows += [Metric(m.key, m.value, m.timestamp, m.step, model_id=model_id, run_id=self.run_id)
+                     for model_id in self._links.get(m.step, ())]  # fmt: skip
         client = _mlflow().MlflowClient()
-        for start in range(0, len(self._pending), METRICS_PER_BATCH):
-            client.log_batch(self.run_id, metrics=self._pending[start : start + METRICS_PER_BATCH])
+        for start in range(0, len(rows), METRICS_PER_BATCH):
+            client.log_batch(self.run_id, metrics=rows[start : start + METRICS_PER_BATCH])
         self._pending = []
         self._last_flush = time.monotonic()
+
+    def last_logged_step(self, key: str) -> int:
+        """The highest step of `key` already in the run (-1: none): where a resume picks up."""
+        if not self.enabled:
+            return -1
+        history = _mlflow().MlflowClient().get_metric_history(self.run_id, key)
+        return max((m.step for m in history), default=-1)
 
     def set_tags(self, tags: dict[str, str]) -> None:
         if self.enabled:
@@ -212,7 +232,7 @@ class Tracker:
             warnings.simplefilter("ignore", UserWarning)
             from pipeline import serving
 
-            return _mlflow().pyfunc.log_model(
+            info = _mlflow().pyfunc.log_model(
                 name=name,
                 python_model=serving.__file__,
                 artifacts={"model": str(model_file)},
@@ -223,6 +243,8 @@ class Tracker:
                 step=step,
                 tags=tags,
             )
+        self._links.setdefault(step, []).append(info.model_id)  # its step's metrics still to send
+        return info
 
     def log_checkpoint(
         self, path: Path, record: dict[str, Any], epoch: int, score: float | None, larger_is_better: bool
@@ -230,7 +252,6 @@ class Tracker:
         """A checkpoint as a logged model at its epoch; keeps the best `keep_checkpoints` of them."""
         if not self.enabled or not self.cfg.log_checkpoints:
             return
-        self.flush()  # the step's metrics first, so MLflow links them to the model
         tags = {"checkpoint_epoch": str(epoch), "checkpoint_score": repr(score)}
         self.log_model(path, record, name=f"checkpoint-{epoch:06d}", step=epoch, tags=tags)
         keep = self.cfg.keep_checkpoints
@@ -256,6 +277,21 @@ class Tracker:
         ranked.sort()  # unscored last; ties: the newer first
         for *_, model_id in ranked[keep:]:
             client.delete_logged_model(model_id)
+            for ids in self._links.values():
+                if model_id in ids:
+                    ids.remove(model_id)
+
+    def relink_checkpoints(self) -> None:
+        """After a resume: the run's logged checkpoints, so metrics re-sent for them get linked."""
+        if not self.enabled:
+            return
+        client = _mlflow().MlflowClient()
+        run = client.get_run(self.run_id)
+        for model in client.search_logged_models(
+            experiment_ids=[run.info.experiment_id], filter_string=f"source_run_id = '{self.run_id}'"
+        ):
+            if "checkpoint_epoch" in model.tags:
+                self._links.setdefault(int(model.tags["checkpoint_epoch"]), []).append(model.model_id)
 
     def register(self, model_uri: str, tags: dict[str, str]) -> str | None:
         """A new version of `tracking.model_name` for this run's model; returns its number."""
