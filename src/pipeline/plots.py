@@ -22,22 +22,22 @@ def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def _figure() -> tuple[Any, Any]:
-    import matplotlib
+    """A figure drawn straight onto the Agg canvas: no pyplot (its import and global state)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    fig = Figure(figsize=(6, 4.5), dpi=100)
+    FigureCanvasAgg(fig)
+    return fig, fig.add_subplot()
 
-    return plt, plt.subplots(figsize=(6, 4.5), dpi=100)
 
-
-def _save(plt: Any, fig: Any, path: Path) -> None:
+def _save(fig: Any, path: Path) -> None:
     fig.tight_layout()
     write_bytes(path, lambda handle: fig.savefig(handle, format="png"))
-    plt.close(fig)
 
 
 def learning_curves_png(path: Path, history: list[dict[str, float]]) -> None:
-    plt, (fig, ax) = _figure()
+    fig, ax = _figure()
     epochs = [row["epoch"] for row in history]
     for key in ("train_loss", "val_loss"):
         if history and key in history[0]:
@@ -52,11 +52,11 @@ def learning_curves_png(path: Path, history: list[dict[str, float]]) -> None:
         twin.legend(loc="center right")
     ax.legend(loc="upper right")
     ax.set_title("Learning curves")
-    _save(plt, fig, path)
+    _save(fig, path)
 
 
 def confusion_png(path: Path, counts: np.ndarray, class_names: list[str]) -> None:
-    plt, (fig, ax) = _figure()
+    fig, ax = _figure()
     image = ax.imshow(counts, cmap="Blues")
     fig.colorbar(image, ax=ax)
     ticks = range(len(class_names))
@@ -68,11 +68,11 @@ def confusion_png(path: Path, counts: np.ndarray, class_names: list[str]) -> Non
     ax.set_xlabel("predicted")
     ax.set_ylabel("actual")
     ax.set_title("Confusion matrix (test)")
-    _save(plt, fig, path)
+    _save(fig, path)
 
 
 def predictions_png(path: Path, y_true: np.ndarray, y_pred: np.ndarray) -> None:
-    plt, (fig, ax) = _figure()
+    fig, ax = _figure()
     ax.scatter(y_true, y_pred, s=12, alpha=0.7)
     low, high = float(min(y_true.min(), y_pred.min())), float(max(y_true.max(), y_pred.max()))
     ax.plot([low, high], [low, high], color="gray", linestyle="--", label="y = x")
@@ -80,7 +80,7 @@ def predictions_png(path: Path, y_true: np.ndarray, y_pred: np.ndarray) -> None:
     ax.set_ylabel("predicted")
     ax.legend()
     ax.set_title("Predictions against the truth (test)")
-    _save(plt, fig, path)
+    _save(fig, path)
 
 
 def decision_regions_png(
@@ -94,7 +94,7 @@ def decision_regions_png(
 
     `classify` maps an (n, 2) float32 array to (n,) class indices.
     """
-    plt, (fig, ax) = _figure()
+    fig, ax = _figure()
     points = np.concatenate([x for x, _ in parts.values()]).astype(np.float64)
     low, high = points.min(axis=0), points.max(axis=0)
     margin = 0.1 * (high - low) + 1e-6
@@ -104,7 +104,9 @@ def decision_regions_png(
     grid = np.stack([grid_x.ravel(), grid_y.ravel()], axis=1).astype(np.float32)  # (r*r, 2)
     regions = classify(grid).reshape(grid_x.shape)
     n = len(class_names)
-    cmap = plt.get_cmap("tab10" if n <= 10 else "tab20")
+    import matplotlib
+
+    cmap = matplotlib.colormaps["tab10" if n <= 10 else "tab20"]
     ax.contourf(
         grid_x, grid_y, regions, levels=np.arange(n + 1) - 0.5, cmap=cmap, alpha=0.25, vmin=0, vmax=cmap.N - 1
     )
@@ -119,12 +121,12 @@ def decision_regions_png(
     ax.set_xlabel("x0")
     ax.set_ylabel("x1")
     ax.set_title("Decision regions (train dots, test rings)")
-    _save(plt, fig, path)
+    _save(fig, path)
 
 
 def regression_fit_png(path: Path, predict: Any, parts: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
     """1-D regression: the data against x, and the model's line over the whole range."""
-    plt, (fig, ax) = _figure()
+    fig, ax = _figure()
     for name, (x, y) in parts.items():
         ax.scatter(x[:, 0], y, s=14, label=f"{name} data")
     points = np.concatenate([x for x, _ in parts.values()])
@@ -134,16 +136,16 @@ def regression_fit_png(path: Path, predict: Any, parts: dict[str, tuple[np.ndarr
     ax.set_ylabel("y")
     ax.legend()
     ax.set_title("Model against the data")
-    _save(plt, fig, path)
+    _save(fig, path)
 
 
 def compare_png(path: Path, curves: dict[str, list[tuple[int, float]]], metric: str, title: str) -> None:
     """One line per run: `metric` against its step."""
-    plt, (fig, ax) = _figure()
+    fig, ax = _figure()
     for label, points in sorted(curves.items()):
         ax.plot([s for s, _ in points], [v for _, v in points], label=label)
     ax.set_xlabel("step")
     ax.set_ylabel(metric)
     ax.legend()
     ax.set_title(title)
-    _save(plt, fig, path)
+    _save(fig, path)
