@@ -11,6 +11,8 @@ import os
 import random
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -228,8 +230,8 @@ class Tracker:
             return None
         import warnings
 
-        with warnings.catch_warnings():  # MLflow nags about type hints; the signature is explicit
-            warnings.simplefilter("ignore", UserWarning)
+        with warnings.catch_warnings(), _requirements_checked_by_name():
+            warnings.simplefilter("ignore", UserWarning)  # MLflow nags about type hints; we sign
             from pipeline import serving
 
             info = _mlflow().pyfunc.log_model(
@@ -331,6 +333,28 @@ class Tracker:
             return
         self.flush()
         _mlflow().end_run(status=status)
+
+
+@contextmanager
+def _requirements_checked_by_name() -> Iterator[None]:
+    """MLflow checks a model's pip requirements against the environment through a module ->
+    distribution map it builds once per process by scanning every installed distribution
+    (about a second with torch's stack). Ours are pinned by name from importlib.metadata, which
+    is also how MLflow looks a name up when the map does not have it: for the duration of our
+    `log_model`, an unbuilt map is an empty one, and it is unbuilt again afterwards."""
+    try:
+        from mlflow.utils import requirements_utils as known
+    except ImportError:
+        yield
+        return
+    if getattr(known, "_MODULES_TO_PACKAGES", "absent") is not None:  # built already, or renamed
+        yield
+        return
+    known._MODULES_TO_PACKAGES = {}
+    try:
+        yield
+    finally:
+        known._MODULES_TO_PACKAGES = None
 
 
 def _mlflow() -> Any:
