@@ -27,7 +27,12 @@ from typing import Any
 from benchmarks import overhead
 from benchmarks import workloads as W
 
-SIDE_LABEL = {"baseline": "baseline", "ours": "ours", "ours_untracked": "ours, tracking off"}
+SIDE_LABEL = {
+    "baseline": "baseline",
+    "ours": "ours",
+    "ours_untracked": "ours, tracking off",
+    "ours_fused": "ours, train.fused",
+}
 SCALING_RANGE = (7.5, 12.5)  # 10x the data: 10x the time, within 25 %
 MODEL_LOGGING_PARTS = ("log_model", "log_checkpoint_model", "register_model")
 TARGETS = {  # name: (limit, unit)
@@ -206,8 +211,10 @@ def prepare_inputs(workload: W.Workload, side: str, scratch: Path, folder: Path)
     from pipeline import stages
     from pipeline.config import params_from_dict
 
-    tracked = side == "ours"
+    tracked = side != "ours_untracked"
     raw = W.ours_params(workload, tracking=tracked)
+    if side == "ours_fused":  # S1's group, for the s1_fused row
+        raw["train"]["fused"] = True
     warmup = W.warmup_params(raw)
     layout = stages.Layout(folder / side)
     params = params_from_dict(raw)
@@ -347,7 +354,13 @@ def compare(workload: W.Workload, a: str, b: str, measured: dict[str, Any]) -> d
         "b_runs": [round(r["seconds"], 4) for r in rb],
         "a_final_loss": loss_a,
         "b_final_loss": loss_b,
-        "losses_identical": (loss_a == loss_b) if deterministic else None,
+        "losses_identical": (loss_a == loss_b) if deterministic and not workload.loss_tolerance else None,
+        "loss_tolerance": workload.loss_tolerance or None,
+        "losses_close": (
+            abs(loss_a - loss_b) <= workload.loss_tolerance * abs(loss_a)
+            if workload.loss_tolerance and loss_a is not None and loss_b is not None
+            else None
+        ),
         "a_peak_rss_kb": max((r["peak_rss_kb"] for r in ra), default=None),
         "b_peak_rss_kb": max((r["peak_rss_kb"] for r in rb), default=None),
         "a_setup": measured["ready"].get(a),
@@ -394,6 +407,8 @@ def print_row(row: dict[str, Any]) -> None:
     print(f"  ratio of the two sides' fastest runs: {row['ratio_of_fastest']:.3f}")
     same = row["losses_identical"]
     verdict = "identical" if same else ("DIFFER" if same is False else "not compared")
+    if row.get("losses_close") is not None:
+        verdict = f"{'within' if row['losses_close'] else 'NOT within'} {row['loss_tolerance']:g} relative"
     print(f"  final loss: {a} {row['a_final_loss']!r}, {b} {row['b_final_loss']!r} ({verdict})")
     if "a_test_accuracy" in row:
         print(f"  final test accuracy: {a} {row['a_test_accuracy']}, {b} {row['b_test_accuracy']}")
@@ -453,6 +468,8 @@ def plan_groups(args: argparse.Namespace) -> list[tuple[W.Workload, list[str]]]:
             sides = ["baseline", "ours"]
             if name == "s0_small" and "tracking" in args.only:
                 sides.append("ours_untracked")  # the tracking row shares S0 small's runs of ours
+            if name == "s1" and "s1_fused" in args.only:
+                sides.append("ours_fused")  # and S1 fused its baseline runs
             plan.append((chosen[name], sides))
     if "tracking" in args.only and "s0_small" not in args.only:
         plan.append((chosen["tracking"], ["ours_untracked", "ours"]))
@@ -511,12 +528,17 @@ def measure_groups(
         except WorkerError as exc:
             print(f"  ERROR: {exc}")
             names = [workload.name] + (["tracking"] if "ours_untracked" in sides else [])
+            names += ["s1_fused"] if "ours_fused" in sides else []
             rows += [
                 {"workload": n, "ratio": None, "error": str(exc)[-3000:], "passed": False} for n in names
             ]
             continue
         if "baseline" in sides:
             rows.append(compare(workload, "baseline", "ours", measured))
+            print_row(rows[-1])
+        if "ours_fused" in sides:
+            print(f"\n== s1_fused: {chosen['s1_fused'].description}")
+            rows.append(compare(chosen["s1_fused"], "baseline", "ours_fused", measured))
             print_row(rows[-1])
         if "ours_untracked" in sides:
             print(f"\n== tracking: {chosen['tracking'].description}")
@@ -608,6 +630,12 @@ def table(rows: list[dict[str, Any]]) -> list[str]:
             out.append(
                 f"{label:<44} {row['ratio']:>24.3f} {'<= ' + format(row['target'], '.2f'):>12}  {mark}"
             )
+            if row.get("losses_close") is not None:
+                close, tolerance = row["losses_close"], f"rel. {row['loss_tolerance']:g}"
+                out.append(
+                    f"{name + ': final loss close to the baseline':<44} "
+                    f"{'within' if close else 'outside':>24} {tolerance:>12}  {'PASS' if close else 'MISS'}"
+                )
             if row.get("losses_identical") is not None:
                 same = row["losses_identical"]
                 out.append(
@@ -662,7 +690,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--json", metavar="PATH", help="write the rows as a JSON list")
     parser.add_argument("--reps", type=int, default=None, help="rounds of A B per workload (default 3)")
-    everything = "s0_small,s0_wide,s1,s4,tracking,scaling,overhead"
+    everything = "s0_small,s0_wide,s1,s1_fused,s4,tracking,scaling,overhead"
     parser.add_argument("--only", default=everything, help=f"comma-separated subset of {everything}")
     parser.add_argument(
         "--threads",

@@ -250,6 +250,7 @@ SIDES: dict[str, type[Side]] = {
     "baseline": Baseline,
     "ours": Ours,
     "ours_untracked": Ours,
+    "ours_fused": Ours,
     "scaling": Scaling,
 }
 

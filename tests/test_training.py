@@ -12,8 +12,9 @@ from conftest import tiny_params
 from sklearn.metrics import accuracy_score, mean_absolute_error, mean_squared_error
 from torch import nn
 
-from pipeline.config import Params, default_loss, params_from_dict
+from pipeline.config import Params, check_combinations, default_loss, params_from_dict
 from pipeline.data import make_dataset
+from pipeline.errors import ConfigError
 from pipeline.model import build_model, head_size
 from pipeline.split import split_dataset
 from pipeline.training import TensorData, Trainer, make_optimizer, seed_everything, to_tensors
@@ -489,3 +490,20 @@ def test_cpu_optimizers_use_foreach_and_match_the_per_tensor_loop_bit_for_bit(op
     plain.fit(train, val)
     assert same_weights(ours.model, plain.model)
     assert ours.state.history == plain.state.history
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam", "adamw"])
+def test_fused_on_the_cpu_is_asked_for_and_lands_within_float_tolerance(optimizer):
+    """`train.fused: true` swaps in torch's fused kernel: the same update rule, other rounding."""
+    lr = 0.1 if optimizer == "sgd" else 1e-2
+    plain = fit(config(train={"epochs": 4, "optimizer": optimizer, "lr": lr}))
+    fused = fit(config(train={"epochs": 4, "optimizer": optimizer, "lr": lr, "fused": True}))
+    assert fused.optimizer.defaults["fused"] is True
+    assert not plain.optimizer.defaults.get("fused")
+    for a, b in zip(plain.model.parameters(), fused.model.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_fused_rmsprop_is_refused_in_one_line():
+    with pytest.raises(ConfigError, match=r"train\.fused.*rmsprop"):
+        check_combinations(config(train={"optimizer": "rmsprop", "fused": True}))

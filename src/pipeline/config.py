@@ -119,6 +119,9 @@ class TrainConfig(Section):
     seed: int = Field(0, ge=0, le=2**63 - 1)
     progress: Literal["auto", "on", "off"] = "auto"
     threads: PositiveInt | Literal["auto"] = "auto"  # CPU threads; auto: 1 for tiny nets, else torch's
+    # torch's fused optimizer kernels (sgd, adam, adamw): auto = on CUDA only; true = on the CPU
+    # too, faster there but not bit-identical to the plain per-tensor loop (last bits differ)
+    fused: bool | Literal["auto"] = "auto"
 
     @field_validator("progress", mode="before")
     @classmethod
@@ -260,6 +263,8 @@ def check_combinations(params: Params) -> None:
             getattr(t, key.split(".")[1]),
             f"split.val > 0 to watch {t.monitor}, or train.monitor train_loss",
         )
+    if t.fused is True and t.optimizer == "rmsprop":
+        raise ConfigError("train.fused", True, "auto or false with rmsprop (torch has no fused RMSprop)")
     if not DEVICE_PATTERN.match(t.device):
         raise ConfigError("train.device", t.device, "auto, cpu, cuda, cuda:N or mps")
     task, n_classes = expected_task(d)

@@ -86,9 +86,14 @@ def to_tensors(features: np.ndarray, targets: np.ndarray, loss: str, device: tor
 def make_optimizer(
     params: Any, cfg: TrainConfig, device: torch.device | None = None
 ) -> torch.optim.Optimizer:
-    """torch's optimizers; on the CPU with `foreach` (one call per step for all tensors, torch's
-    default on CUDA only): the same arithmetic per element as the per-tensor loop, so the same bits."""
-    foreach = True if device is not None and device.type == "cpu" else None
+    """torch's optimizers. On the CPU with `foreach` (one call per step for all tensors, torch's
+    default on CUDA only): the same arithmetic per element as the per-tensor loop, so the same bits.
+    `train.fused` picks torch's fused kernels (one pass over the weights) instead: on CUDA by
+    default, on the CPU when asked (faster; rounding differs in the last bits)."""
+    kind = device.type if device is not None else None
+    fused = cfg.optimizer != "rmsprop" and (cfg.fused is True or (cfg.fused == "auto" and kind == "cuda"))
+    foreach = True if kind == "cpu" and not fused else None
+    extra: dict[str, Any] = {"fused": True} if fused else {"foreach": foreach}
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(
             params,
@@ -96,7 +101,7 @@ def make_optimizer(
             momentum=cfg.momentum,
             nesterov=cfg.nesterov,
             weight_decay=cfg.weight_decay,
-            foreach=foreach,
+            **extra,
         )
     if cfg.optimizer == "rmsprop":
         return torch.optim.RMSprop(
@@ -111,7 +116,7 @@ def make_optimizer(
         )
     cls = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.AdamW
     return cls(
-        params, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, weight_decay=cfg.weight_decay, foreach=foreach
+        params, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, weight_decay=cfg.weight_decay, **extra
     )
 
 
