@@ -441,3 +441,39 @@ def test_predict_refuses_a_file_that_is_not_a_model(in_trained, tmp_path):
     assert result.exit_code == 1, result.output
     _one_error_line(result)
     assert not out.exists()
+
+
+# -- trainings starting together ------------------------------------------------------------------------
+_START = """
+import sys, time
+import mlflow
+from pipeline.config import TrackingConfig
+from pipeline.tracking import Tracker, tracking_uri
+mlflow.set_tracking_uri(tracking_uri())
+mlflow.search_experiments()  # the store opened (cached per process) before the common instant
+time.sleep(max(0.0, float(sys.argv[1]) - time.time()))  # all start at the same instant
+tracker = Tracker.start(TrackingConfig(experiment="raced"), {}, {})
+tracker.finish()
+print(tracker.run_id)
+"""
+
+
+def test_trainings_starting_at_once_share_the_new_experiment(workdir):
+    """A queue with several workers starts trainings together: each creates the missing
+    experiment, one wins, the others must use it rather than fail."""
+    import subprocess
+    import sys
+    import time
+
+    import mlflow
+
+    _client().search_experiments()  # the store exists and is migrated; the experiment does not
+    at = str(time.time() + 6.0)
+    command = [sys.executable, "-c", _START, at]
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True, "cwd": workdir}
+    procs = [subprocess.Popen(command, **pipes) for _ in range(4)]
+    results = [(*proc.communicate(timeout=120), proc.returncode) for proc in procs]
+    assert all(code == 0 for *_, code in results), [err[-600:] for _, err, code in results if code]
+    experiment = mlflow.MlflowClient(os.environ["MLFLOW_TRACKING_URI"]).get_experiment_by_name("raced")
+    runs = _client().search_runs([experiment.experiment_id])
+    assert len(runs) == 4

@@ -105,12 +105,7 @@ class Tracker:
                     if run_id == os.environ.get("MLFLOW_RUN_ID"):
                         raise
             if run is None:  # a new run; also when the run of a resumed training is gone
-                experiment = mlflow.get_experiment_by_name(cfg.experiment)
-                experiment_id = (
-                    experiment.experiment_id
-                    if experiment
-                    else mlflow.create_experiment(cfg.experiment, artifact_location=artifact_location(uri))
-                )
+                experiment_id = _experiment_id(mlflow, cfg.experiment, uri)
                 name = cfg.run_name or os.environ.get("DVC_EXP_NAME")
                 seeded = random.getstate()  # MLflow draws run names from `random`, seeded for training
                 random.seed()
@@ -333,6 +328,21 @@ class Tracker:
             return
         self.flush()
         _mlflow().end_run(status=status)
+
+
+def _experiment_id(mlflow: Any, name: str, uri: str) -> str:
+    """The experiment's id, created if missing; two trainings starting at once (a queue with
+    several workers) may both try to create it: the loser takes the winner's."""
+    for _ in range(2):
+        experiment = mlflow.get_experiment_by_name(name)
+        if experiment is not None:
+            return str(experiment.experiment_id)
+        try:
+            return str(mlflow.create_experiment(name, artifact_location=artifact_location(uri)))
+        except mlflow.exceptions.MlflowException as exc:
+            if "already exists" not in str(exc) and "UNIQUE constraint" not in str(exc):
+                raise
+    raise PipelineError(f"MLflow at {uri}: experiment {name!r} can neither be found nor created")
 
 
 @contextmanager
