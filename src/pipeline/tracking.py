@@ -182,13 +182,18 @@ class Tracker:
             return
         from mlflow.entities import Metric
 
-        rows = list(self._pending)
+        # A row logged with a model id lands in the run's history and in the model's metrics at
+        # once; a second model at the same step needs the row again, which MLflow's store only
+        # sorts out after a failed insert: those few go in a batch of their own.
+        rows, again = [], []
         for m in self._pending:
-            rows += [Metric(m.key, m.value, m.timestamp, m.step, model_id=model_id, run_id=self.run_id)
-                     for model_id in self._links.get(m.step, ())]  # fmt: skip
+            first, *more = self._links.get(m.step) or [None]
+            rows.append(Metric(m.key, m.value, m.timestamp, m.step, model_id=first))
+            again += [Metric(m.key, m.value, m.timestamp, m.step, model_id=other) for other in more]
         client = _mlflow().MlflowClient()
-        for start in range(0, len(rows), METRICS_PER_BATCH):
-            client.log_batch(self.run_id, metrics=rows[start : start + METRICS_PER_BATCH])
+        for batch in (rows, again):
+            for start in range(0, len(batch), METRICS_PER_BATCH):
+                client.log_batch(self.run_id, metrics=batch[start : start + METRICS_PER_BATCH])
         self._pending = []
         self._last_flush = time.monotonic()
 
