@@ -152,7 +152,7 @@ class EvaluateConfig(Section):
         return metric, metric in LARGER_IS_BETTER
 
 
-MAX_CURVE_POINTS = 300  # plenty to draw a curve; history.json keeps every epoch
+MAX_CURVE_POINTS = 100  # enough to draw a curve; history.json and DVC plots keep every epoch
 
 
 class TrackingConfig(Section):
@@ -165,7 +165,7 @@ class TrackingConfig(Section):
     log_checkpoints: bool = True  # each checkpoint as a logged model at its step
     keep_checkpoints: int = Field(0, ge=0)  # logged checkpoint models kept, best by train.monitor; 0 = all
     # per-epoch metrics to MLflow every N epochs (and at checkpoints and the last epoch);
-    # auto: every epoch up to 300 epochs, then about 300 points per curve. history.json has all.
+    # auto: every epoch up to 100 epochs, then about 100 points per curve. history.json has all.
     log_every_epochs: PositiveInt | Literal["auto"] = "auto"
 
     def metric_epochs_every(self, epochs: int) -> int:
