@@ -507,3 +507,18 @@ def test_fused_on_the_cpu_is_asked_for_and_lands_within_float_tolerance(optimize
 def test_fused_rmsprop_is_refused_in_one_line():
     with pytest.raises(ConfigError, match=r"train\.fused.*rmsprop"):
         check_combinations(config(train={"optimizer": "rmsprop", "fused": True}))
+
+
+def test_compile_trains_the_same_model_within_float_tolerance():
+    """`train.compile: true` runs the training forward pass through torch.compile (inductor builds
+    C++ kernels here): the weights it updates are the model's, and they end where eager ends,
+    up to rounding."""
+    eager = fit(config(train={"epochs": 2}))
+    compiled = fit(config(train={"epochs": 2, "compile": True}))
+    assert compiled.forward is not compiled.model
+    assert eager.forward is eager.model
+    for a, b in zip(eager.model.parameters(), compiled.model.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    assert compiled.state.history[-1]["train_loss"] == pytest.approx(
+        eager.state.history[-1]["train_loss"], rel=1e-4
+    )

@@ -225,6 +225,8 @@ class Trainer:
         self.optimizer = make_optimizer(self.model.parameters(), cfg, device)
         self.scheduler = make_scheduler(self.optimizer, cfg)
         self.params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        # the training forward pass; compiled, it shares the model's weights (state_dict unchanged)
+        self.forward: Any = torch.compile(self.model) if cfg.compile else self.model
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.state = TrainState()
         self.best_weights: dict[str, torch.Tensor] | None = None
@@ -267,7 +269,7 @@ class Trainer:
             for index in batches(n, batch_size, order):
                 xb = train.x if index is None else train.x[index]
                 yb = train.y if index is None else train.y[index]
-                outputs = self.model(xb.float())
+                outputs = self.forward(xb.float())
                 loss = self.loss_fn(self._squeeze(outputs), yb)
                 for param in self.params:  # zero_grad(set_to_none=True), without its profiler scope
                     param.grad = None
