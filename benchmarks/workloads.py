@@ -88,7 +88,7 @@ def workloads(quick: bool) -> list[Workload]:
             s1_epochs,
             0.70,
             f"S1 with train.fused: true (torch's fused Adam kernel on the CPU), {s1_epochs} ep",
-            note="the same Adam update, other rounding: final losses equal to 4 digits (1e-4 relative), not bit for bit",
+            note="the same Adam update, other rounding: final losses within 1e-4 relative, not bit for bit",
             b_side="ours_fused",  # runs in S1's group, with train.fused: true
             loss_tolerance=1e-4,
         ),
