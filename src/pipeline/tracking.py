@@ -79,6 +79,7 @@ class Tracker:
         self._last_flush = time.monotonic()
         # step -> ids of the models logged at that step, whose metrics are linked as they are sent
         self._links: dict[int, list[str]] = {}
+        self.experiment_id: str | None = None
 
     @property
     def enabled(self) -> bool:
@@ -96,6 +97,7 @@ class Tracker:
         uri = tracking_uri()
         mlflow.set_tracking_uri(uri)
         run_id = os.environ.get("MLFLOW_RUN_ID") or run_id
+        new = False
         try:
             run = None
             if run_id:
@@ -110,14 +112,17 @@ class Tracker:
                 seeded = random.getstate()  # MLflow draws run names from `random`, seeded for training
                 random.seed()
                 try:
-                    run = mlflow.start_run(experiment_id=experiment_id, run_name=name)
+                    run = mlflow.start_run(experiment_id=experiment_id, run_name=name, tags=tags)
                 finally:
                     random.setstate(seeded)
+                new = True
         except mlflow.exceptions.MlflowException as exc:
             raise PipelineError(f"MLflow at {uri}: {str(exc).splitlines()[0]}") from None
         tracker = cls(cfg, run.info.run_id)
-        tracker.log_params(params)
-        mlflow.set_tags(tags)
+        tracker.experiment_id = run.info.experiment_id
+        tracker.log_params(params, new_run=new)
+        if not new:  # a new run got its tags as it was created
+            mlflow.set_tags(tags)
         return tracker
 
     @classmethod
@@ -139,20 +144,20 @@ class Tracker:
     def info(self) -> dict[str, Any]:
         if not self.enabled:
             return {"run_id": None, "tracking_uri": None, "experiment_id": None}
-        run = _mlflow().get_run(self.run_id)
+        experiment_id = self.experiment_id or _mlflow().get_run(self.run_id).info.experiment_id
         return {
             "run_id": self.run_id,
-            "experiment_id": run.info.experiment_id,
+            "experiment_id": experiment_id,
             "tracking_uri": tracking_uri(),
         }
 
     # -- logging ------------------------------------------------------------------------------
-    def log_params(self, params: dict[str, Any]) -> None:
+    def log_params(self, params: dict[str, Any], new_run: bool = False) -> None:
         """Log flattened params; a value that differs from one already on the run becomes a tag."""
         if not self.enabled:
             return
         mlflow = _mlflow()
-        existing = mlflow.get_run(self.run_id).data.params
+        existing = {} if new_run else mlflow.get_run(self.run_id).data.params
         flat = {k: v[:6000] for k, v in flatten(params).items()}
         new = {k: v for k, v in flat.items() if k not in existing}
         changed = {f"changed.{k}": v for k, v in flat.items() if k in existing and existing[k] != v}
