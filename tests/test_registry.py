@@ -477,3 +477,16 @@ def test_trainings_starting_at_once_share_the_new_experiment(workdir):
     experiment = mlflow.MlflowClient(os.environ["MLFLOW_TRACKING_URI"]).get_experiment_by_name("raced")
     runs = _client().search_runs([experiment.experiment_id])
     assert len(runs) == 4
+
+
+def test_lr_is_a_metric_only_when_a_scheduler_moves_it(workdir, make_params):
+    client = _client()
+    fixed = _execute(make_params(tracking=_tracking(), train={"epochs": 3}), workdir)["run"]["run_id"]
+    assert "lr" not in client.get_run(fixed).data.metrics
+    assert client.get_run(fixed).data.params["train.lr"]
+    params = make_params(
+        tracking=_tracking(), train={"epochs": 3, "scheduler": "step", "step_size": 1, "gamma": 0.5}
+    )
+    moving = _execute(params, workdir)["run"]["run_id"]
+    values = [m.value for m in sorted(client.get_metric_history(moving, "lr"), key=lambda m: m.step)]
+    assert len(values) == 3 and values[0] > values[1] > values[2]

@@ -58,10 +58,14 @@ class Checkpointer:
 
 class MetricLogger:
     """Per-epoch metrics with step = epoch, every `every` epochs and at checkpoints and the last;
-    mid-training test scores with step = optimizer step."""
+    mid-training test scores with step = optimizer step. `lr` only when a scheduler moves it
+    (otherwise it is the `train.lr` param)."""
 
-    def __init__(self, tracker: Any, every: int = 1, checkpoint_every: int = 0) -> None:
+    def __init__(
+        self, tracker: Any, every: int = 1, checkpoint_every: int = 0, lr_moves: bool = True
+    ) -> None:
         self.tracker, self.every, self.checkpoint_every = tracker, every, checkpoint_every
+        self.skipped = ("epoch", "step") if lr_moves else ("epoch", "step", "lr")
         self.tests_logged = 0
         self.last_logged = 0
 
@@ -84,7 +88,7 @@ class MetricLogger:
         self.last_logged = state.history[-1]["epoch"] if state.history else 0
 
     def _log(self, metrics: dict[str, float]) -> None:
-        values = {k: v for k, v in metrics.items() if k not in ("epoch", "step")}
+        values = {k: v for k, v in metrics.items() if k not in self.skipped}
         self.tracker.log_metrics(values, step=int(metrics["epoch"]))
         self.last_logged = int(metrics["epoch"])
 

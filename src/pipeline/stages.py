@@ -148,7 +148,10 @@ def train(params: Params, layout: Layout = Layout()) -> dict[str, Any]:
     gc.freeze()  # the objects imports made are not rescanned by every collection (see below)
     try:
         metric_logger = MetricLogger(
-            tracker, params.tracking.metric_epochs_every(cfg.epochs), cfg.checkpoint_every
+            tracker,
+            params.tracking.metric_epochs_every(cfg.epochs),
+            cfg.checkpoint_every,
+            lr_moves=cfg.scheduler != "none",
         )
         if resumed_from:
             metric_logger.catch_up(trainer.state)
