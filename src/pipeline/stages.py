@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import gc
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -145,75 +147,80 @@ def train(params: Params, layout: Layout = Layout()) -> dict[str, Any]:
         tags["dvc_exp_name"] = exp
     tracker = Tracker.start(params.tracking, params.to_dict(), tags, run_id=previous_run)
     write_json(layout.checkpoints / "run.json", {"run_id": tracker.run_id})
-    gc.freeze()  # the objects imports made are not rescanned by every collection (see below)
-    try:
-        metric_logger = MetricLogger(
-            tracker,
-            params.tracking.metric_epochs_every(cfg.epochs),
-            cfg.checkpoint_every,
-            lr_moves=cfg.scheduler != "none",
-        )
-        if resumed_from:
-            metric_logger.catch_up(trainer.state)
-        callbacks = [
-            metric_logger,
-            Checkpointer(layout.checkpoints, cfg.checkpoint_every, description, tracker),
-            ProgressBar(cfg.epochs, cfg.progress, trainer.state.epoch),
-        ]
-        tensors = {
-            name: to_tensors(part.features, part.targets, loss, device) if len(part.targets) else None
-            for name, part in parts.items()
-        }
-        state = trainer.fit(tensors["train"], tensors["val"], callbacks, test=tensors.get("test"))
-        epoch = state.best_epoch if cfg.restore_best and state.best_epoch else state.epoch
-        record = checkpoints.model_record(
-            trainer.model, description=description, epoch=epoch, step=state.step
-        )
-        checkpoints.save_model(layout.model, record)
-        write_json(
-            layout.history,
-            {
-                "stop_reason": state.stop_reason,
-                "epochs": state.epoch,
-                "steps": state.step,
-                "best_epoch": state.best_epoch,
-                "resumed_from": resumed_from,
-                "history": state.history,
-                "test_history": state.test_history,
-            },
-        )
-        tracker.set_tags({"stop_reason": state.stop_reason})
-        model_uri = version = None
-        if params.tracking.log_model:
-            info = tracker.log_model(layout.model, record, _input_example(train_part), step=state.epoch)
-            model_uri = info.model_uri if info else None
-            version = tracker.register(
-                model_uri,
-                {k: v for k, v in tags.items() if k in REGISTRY_TAGS} | {"run_id": tracker.run_id or ""},
+    with _imports_out_of_gc():
+        try:
+            metric_logger = MetricLogger(
+                tracker,
+                params.tracking.metric_epochs_every(cfg.epochs),
+                cfg.checkpoint_every,
+                lr_moves=cfg.scheduler != "none",
             )
-        write_json(
-            layout.run,
-            {
-                **tracker.info(),
-                "model_uri": model_uri,
-                "registered_model": params.tracking.registered_name if version else None,
-                "model_version": version,
-            },
-        )
-    except BaseException as exc:
-        tracker.finish("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
-        raise
-    finally:
-        gc.unfreeze()
-    tracker.finish()
+            if resumed_from:
+                metric_logger.catch_up(trainer.state)
+            callbacks = [
+                metric_logger,
+                Checkpointer(layout.checkpoints, cfg.checkpoint_every, description, tracker),
+                ProgressBar(cfg.epochs, cfg.progress, trainer.state.epoch),
+            ]
+            tensors = {
+                name: to_tensors(part.features, part.targets, loss, device) if len(part.targets) else None
+                for name, part in parts.items()
+            }
+            state = trainer.fit(tensors["train"], tensors["val"], callbacks, test=tensors.get("test"))
+            epoch = state.best_epoch if cfg.restore_best and state.best_epoch else state.epoch
+            record = checkpoints.model_record(
+                trainer.model, description=description, epoch=epoch, step=state.step
+            )
+            checkpoints.save_model(layout.model, record)
+            write_json(
+                layout.history,
+                {
+                    "stop_reason": state.stop_reason,
+                    "epochs": state.epoch,
+                    "steps": state.step,
+                    "best_epoch": state.best_epoch,
+                    "resumed_from": resumed_from,
+                    "history": state.history,
+                    "test_history": state.test_history,
+                },
+            )
+            tracker.set_tags({"stop_reason": state.stop_reason})
+            model_uri = version = None
+            if params.tracking.log_model:
+                info = tracker.log_model(layout.model, record, _input_example(train_part), step=state.epoch)
+                model_uri = info.model_uri if info else None
+                version = tracker.register(
+                    model_uri,
+                    {k: v for k, v in tags.items() if k in REGISTRY_TAGS} | {"run_id": tracker.run_id or ""},
+                )
+            write_json(
+                layout.run,
+                {
+                    **tracker.info(),
+                    "model_uri": model_uri,
+                    "registered_model": params.tracking.registered_name if version else None,
+                    "model_version": version,
+                },
+            )
+        except BaseException as exc:
+            tracker.finish("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+            raise
+        tracker.finish()
     return {"epochs": state.epoch, "stop_reason": state.stop_reason, **state.history[-1]}
 
 
-# Why train freezes the garbage collector's view of the objects that exist before the fit:
-# after importing torch and MLflow about half a million objects are alive, and each of Python's
-# full collections, which a run's allocations trigger from time to time, walks all of them
-# (0.1-0.3 s a time; seen in metric flushes and the fit loop). gc.freeze() sets those aside for
-# the duration, so collections walk only what training allocates; gc.unfreeze() hands them back.
+@contextmanager
+def _imports_out_of_gc() -> Iterator[None]:
+    """After importing torch and MLflow about half a million objects are alive, and each of
+    Python's full collections, which training's allocations trigger now and then, walks all of
+    them (0.1-0.3 s a time, seen in metric flushes and the fit). gc.freeze() sets them aside for
+    the fit and the logging, so collections walk only what training allocates; gc.unfreeze()
+    hands them back (nothing leaks in a long-lived process)."""
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 REGISTRY_TAGS = ("data_fingerprint", "git_commit", "git_dirty")
