@@ -79,6 +79,7 @@ class Tracker:
         self._last_flush = time.monotonic()
         # step -> ids of the models logged at that step, whose metrics are linked as they are sent
         self._links: dict[int, list[str]] = {}
+        self._pending_tags: dict[str, str] = {}
         self.experiment_id: str | None = None
 
     @property
@@ -182,10 +183,10 @@ class Tracker:
             self.flush()
 
     def flush(self) -> None:
-        """Send the buffered metrics, each also linked to the models logged at its step."""
-        if not self.enabled or not self._pending:
+        """Send the buffered metrics, each also linked to the models logged at its step, and tags."""
+        if not self.enabled or not (self._pending or self._pending_tags):
             return
-        from mlflow.entities import Metric
+        from mlflow.entities import Metric, RunTag
 
         # A row logged with a model id lands in the run's history and in the model's metrics at
         # once; a second model at the same step needs the row again, which MLflow's store only
@@ -196,10 +197,14 @@ class Tracker:
             rows.append(Metric(m.key, m.value, m.timestamp, m.step, model_id=first))
             again += [Metric(m.key, m.value, m.timestamp, m.step, model_id=other) for other in more]
         client = _mlflow().MlflowClient()
+        tags = [RunTag(k, v) for k, v in self._pending_tags.items()]
         for batch in (rows, again):
             for start in range(0, len(batch), METRICS_PER_BATCH):
-                client.log_batch(self.run_id, metrics=batch[start : start + METRICS_PER_BATCH])
-        self._pending = []
+                client.log_batch(self.run_id, metrics=batch[start : start + METRICS_PER_BATCH], tags=tags)
+                tags = []
+        if tags:
+            client.log_batch(self.run_id, tags=tags)
+        self._pending, self._pending_tags = [], {}
         self._last_flush = time.monotonic()
 
     def last_logged_step(self, key: str) -> int:
@@ -210,8 +215,9 @@ class Tracker:
         return max((m.step for m in history), default=-1)
 
     def set_tags(self, tags: dict[str, str]) -> None:
+        """Sent with the next flush of metrics, at the latest when the run ends."""
         if self.enabled:
-            _mlflow().set_tags(tags)
+            self._pending_tags.update({k: str(v) for k, v in tags.items()})
 
     def log_artifacts(self, paths: list[Path], folder: str) -> None:
         if not self.enabled:
