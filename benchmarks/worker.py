@@ -334,23 +334,33 @@ PREIMPORTS = {
 }
 
 
-def make_store(path: str) -> None:
-    """An empty MLflow store with its tables at `path` (sqlite), made in a child of its own so
-    that no database connection outlives it in the process that forks the sides."""
+def fork_running(work: Callable[[], None]) -> int:
+    """A child process that runs `work` and exits (1 with the traceback on stderr if it raised);
+    returns its pid."""
     pid = os.fork()
     if pid == 0:
         code = 0
         try:
-            import mlflow
-
-            mlflow.MlflowClient(f"sqlite:///{path}").search_experiments()
+            work()
         except BaseException:
             traceback.print_exc()
             code = 1
         finally:
             sys.stderr.flush()
             os._exit(code)
-    _, status = os.waitpid(pid, 0)
+    return pid
+
+
+def make_store(path: str) -> None:
+    """An empty MLflow store with its tables at `path` (sqlite), made in a child of its own so
+    that no database connection outlives it in the process that forks the sides."""
+
+    def create() -> None:
+        import mlflow
+
+        mlflow.MlflowClient(f"sqlite:///{path}").search_experiments()
+
+    _, status = os.waitpid(fork_running(create), 0)
     if status != 0:
         raise SystemExit(f"could not create an MLflow store at {path}")
 
@@ -378,23 +388,16 @@ def zygote(kind: str, store: str | None = None) -> None:
     children = []
     for line in sys.stdin:
         request = json.loads(line)
-        pid = os.fork()
-        if pid == 0:  # the side
-            code = 0
-            try:
-                log = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-                os.dup2(log, 1)
-                os.dup2(log, 2)
-                os.environ.update(request["env"])
-                with open(request["commands"]) as commands, open(request["answers"], "w") as answers:
-                    serve(request["spec"], commands, answers)
-            except BaseException:
-                traceback.print_exc()
-                code = 1
-            finally:
-                sys.stderr.flush()
-                os._exit(code)
-        children.append(pid)
+
+        def side(request: dict[str, Any] = request) -> None:
+            log = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            os.dup2(log, 1)
+            os.dup2(log, 2)
+            os.environ.update(request["env"])
+            with open(request["commands"]) as commands, open(request["answers"], "w") as answers:
+                serve(request["spec"], commands, answers)
+
+        children.append(fork_running(side))
     for pid in children:
         with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, 0)
