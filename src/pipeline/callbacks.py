@@ -83,7 +83,7 @@ class MetricLogger:
                 self._log(metrics)
         for point in state.test_history:
             if point["step"] > sent_test:
-                self.tracker.log_metrics({k: v for k, v in point.items() if k != "step"}, step=point["step"])
+                self._log_test(point)
         self.tests_logged = len(state.test_history)
         self.last_logged = state.history[-1]["epoch"] if state.history else 0
 
@@ -92,11 +92,14 @@ class MetricLogger:
         self.tracker.log_metrics(values, step=int(metrics["epoch"]))
         self.last_logged = int(metrics["epoch"])
 
+    def _log_test(self, point: dict[str, float]) -> None:
+        self.tracker.log_metrics({k: v for k, v in point.items() if k != "step"}, step=int(point["step"]))
+
     def on_epoch_end(self, trainer: Any, metrics: dict[str, float]) -> None:
         if self.wanted(int(metrics["epoch"])):
             self._log(metrics)
         for point in trainer.state.test_history[self.tests_logged :]:  # test_* by optimizer step
-            self.tracker.log_metrics({k: v for k, v in point.items() if k != "step"}, step=point["step"])
+            self._log_test(point)
         self.tests_logged = len(trainer.state.test_history)
 
     def on_train_end(self, trainer: Any) -> None:

@@ -271,18 +271,19 @@ class Tracker:
         if keep:
             self._keep_best_checkpoints(keep, larger_is_better)
 
+    def _logged_checkpoints(self, client: Any) -> list[Any]:
+        """This run's checkpoints logged as models, those of a killed process before a resume too."""
+        experiment_id = self.experiment_id or client.get_run(self.run_id).info.experiment_id
+        logged = client.search_logged_models(
+            experiment_ids=[experiment_id], filter_string=f"source_run_id = '{self.run_id}'"
+        )
+        return [model for model in logged if "checkpoint_epoch" in model.tags]
+
     def _keep_best_checkpoints(self, keep: int, larger_is_better: bool) -> None:
         """Delete all but the `keep` best logged checkpoints of this run (a resumed one included)."""
-        mlflow = _mlflow()
-        client = mlflow.MlflowClient()
-        run = client.get_run(self.run_id)
-        logged = client.search_logged_models(
-            experiment_ids=[run.info.experiment_id], filter_string=f"source_run_id = '{self.run_id}'"
-        )
+        client = _mlflow().MlflowClient()
         ranked = []
-        for model in logged:
-            if "checkpoint_epoch" not in model.tags:
-                continue
+        for model in self._logged_checkpoints(client):
             score = model.tags.get("checkpoint_score", "None")
             value = None if score == "None" else float(score)
             key = (value is None, 0.0 if value is None else (-value if larger_is_better else value))
@@ -298,13 +299,8 @@ class Tracker:
         """After a resume: the run's logged checkpoints, so metrics re-sent for them get linked."""
         if not self.enabled:
             return
-        client = _mlflow().MlflowClient()
-        run = client.get_run(self.run_id)
-        for model in client.search_logged_models(
-            experiment_ids=[run.info.experiment_id], filter_string=f"source_run_id = '{self.run_id}'"
-        ):
-            if "checkpoint_epoch" in model.tags:
-                self._links.setdefault(int(model.tags["checkpoint_epoch"]), []).append(model.model_id)
+        for model in self._logged_checkpoints(_mlflow().MlflowClient()):
+            self._links.setdefault(int(model.tags["checkpoint_epoch"]), []).append(model.model_id)
 
     def register(self, model_uri: str, tags: dict[str, str]) -> str | None:
         """A new version of `tracking.model_name` for this run's model; returns its number."""
