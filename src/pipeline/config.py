@@ -123,7 +123,7 @@ class TrainConfig(Section):
     # too, faster there but not bit-identical to the plain per-tensor loop (last bits differ)
     fused: bool | Literal["auto"] = "auto"
     # torch.compile the training forward pass (opt-in: compiling costs seconds up front and pays
-    # on long runs and GPUs; fused kernels round differently, so not bit-identical to eager)
+    # on long runs and GPUs; its generated kernels round differently: not bit-identical to eager)
     compile: bool = False
 
     @field_validator("progress", mode="before")
