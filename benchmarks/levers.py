@@ -5,8 +5,8 @@ identical to the tutorial loop.
     python -m benchmarks.levers [--threads 1] [--repeats 5] [--only s1_adam,s1_metrics,s0_small_fit]
 
 Levers: `s1_adam` (Adam's per-tensor loop, `foreach=True`, `fused=True`), `s1_metrics` (the fit
-loop's per-batch metric tensors against `loss.item()`), `s0_small_fit` (our fit loop, no
-tracking, against the tutorial loop).
+loop's per-batch metric tensors against `loss.item()`), `s0_small_fit` and `s1_fit` (our fit loop,
+no tracking, with the direct backward pass and with autograd, against the tutorial loop).
 """
 
 from __future__ import annotations
@@ -78,9 +78,9 @@ def s1_loop(epochs: int, adam: dict[str, Any], metrics: bool = False) -> Callabl
     return run
 
 
-def ours_fit(name: str, epochs: int) -> Callable[[], float]:
+def ours_fit(name: str, epochs: int, **train: Any) -> Callable[[], float]:
     """Our fit loop (Trainer.fit, no callbacks, no tracking) on a workload's data, as
-    stages.train sets it up."""
+    stages.train sets it up; `train` overrides the workload's train section."""
     import torch
 
     from pipeline.config import default_loss, params_from_dict
@@ -89,7 +89,8 @@ def ours_fit(name: str, epochs: int) -> Callable[[], float]:
     from pipeline.split import split_dataset
     from pipeline.training import Trainer, seed_everything, to_tensors
 
-    params = params_from_dict(W.ours_params(W.by_name(name, False), tracking=False, size=epochs))
+    raw = W.ours_params(W.by_name(name, False), tracking=False, size=epochs)
+    params = params_from_dict({**raw, "train": {**raw["train"], **train}})
     train = split_dataset(make_dataset(params.data), params.split)["train"]
     loss = default_loss(train.task) if params.train.loss == "auto" else params.train.loss
     cpu = torch.device("cpu")
@@ -139,10 +140,22 @@ def main() -> None:
             {
                 "tutorial loop": lambda: W.baseline_s0(x, y, 10, 2000)["final_loss"],
                 "ours, Trainer.fit only": ours_fit("s0_small", 2000),
+                "ours, Trainer.fit, autograd": ours_fit("s0_small", 2000, backward="autograd"),
             },
             args.repeats,
         )
         report("S0 small, 2000 epochs: the fit loop alone (no tracking, no checkpoints)", results)
+    if "s1_fit" in only:
+        results = best_of(
+            {
+                "tutorial loop": s1_loop(3, {}),
+                "ours, Trainer.fit only": ours_fit("s1", 3),
+                "ours, Trainer.fit, autograd": ours_fit("s1", 3, backward="autograd"),
+                "ours, Trainer.fit, fused Adam": ours_fit("s1", 3, fused=True),
+            },
+            args.repeats,
+        )
+        report("S1, 3 epochs: the fit loop alone (no tracking, no checkpoints)", results)
 
 
 if __name__ == "__main__":

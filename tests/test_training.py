@@ -522,3 +522,56 @@ def test_compile_trains_the_same_model_within_float_tolerance():
     assert compiled.state.history[-1]["train_loss"] == pytest.approx(
         eager.state.history[-1]["train_loss"], rel=1e-4
     )
+
+
+@pytest.mark.parametrize(
+    "sections",
+    [
+        {},  # the default: relu, Adam, mini-batches, validation
+        {"model": {"hidden": [10], "activation": "sigmoid"}, "train": {"optimizer": "sgd", "lr": 1.0,
+                                                                      "batch_size": "full"}},
+        {"train": {"optimizer": "sgd", "lr": 0.1, "scheduler": "step", "step_size": 1, "gamma": 0.5}},
+        {"model": {"activation": "tanh"}, "train": {"optimizer": "sgd", "lr": 0.1, "momentum": 0.9}},
+        {"data": {"source": "moons", "noise": 0.2}, "train": {"optimizer": "rmsprop", "lr": 1e-3}},
+        {"data": {"source": "linear"}, "model": {"hidden": []}, "train": {"loss": "l1", "optimizer": "sgd"}},
+        {"data": {"source": "linear"}, "model": {"hidden": [4], "activation": "gelu"},
+         "train": {"loss": "huber"}},
+    ],
+    ids=["default", "s0-full-batch-sgd", "sgd-scheduler", "tanh-momentum", "moons-bce", "linear-l1", "huber"],
+)
+def test_direct_backward_trains_exactly_as_autograd(sections):
+    """`train.backward: auto` takes the direct pass for plain stacks; weights and every history
+    row equal autograd's, bit for bit, for each loss and optimizer."""
+    sections = {**sections, "train": {"epochs": 4, **sections.get("train", {})}}
+    direct = fit(config(**sections))
+    autograd = fit(config(**{**sections, "train": {**sections["train"], "backward": "autograd"}}))
+    assert direct.direct is not None and autograd.direct is None
+    assert same_weights(direct.model, autograd.model)
+    assert direct.state.history == autograd.state.history
+
+
+def test_plain_sgd_steps_without_the_optimizer_wrappers_and_the_rest_keep_them():
+    plain = fit(config(train={"epochs": 2, "optimizer": "sgd", "lr": 0.1}))
+    assert plain.step != plain.optimizer.step  # the lean step: one foreach call
+    for train in ({"momentum": 0.9}, {"weight_decay": 1e-3}, {"scheduler": "step"}, {"fused": True}):
+        other = fit(config(train={"epochs": 1, "optimizer": "sgd", "lr": 0.1, **train}))
+        assert other.step == other.optimizer.step, train
+    adam = fit(config(train={"epochs": 1}))
+    assert adam.step == adam.optimizer.step
+
+
+def test_auto_backward_falls_back_to_autograd_where_the_direct_pass_cannot_go():
+    assert fit(config(model={"dropout": 0.2}, train={"epochs": 1})).direct is None
+    assert fit(config(model={"batch_norm": True}, train={"epochs": 1})).direct is None
+
+
+@pytest.mark.parametrize(
+    ("sections", "what"),
+    [({"model": {"dropout": 0.2}}, "model.dropout"), ({"model": {"batch_norm": True}}, "model.batch_norm"),
+     ({"train": {"compile": True}}, "train.compile")],
+)
+def test_direct_backward_is_refused_in_one_line_where_it_cannot_go(sections, what):
+    sections = {**sections, "train": {**sections.get("train", {}), "backward": "direct"}}
+    with pytest.raises(ConfigError, match=rf"train\.backward.*{what}") as refused:
+        check_combinations(config(**sections))
+    assert "\n" not in str(refused.value)

@@ -125,6 +125,10 @@ class TrainConfig(Section):
     # torch.compile the training forward pass (opt-in: compiling costs seconds up front and pays
     # on long runs and GPUs; its generated kernels round differently: not bit-identical to eager)
     compile: bool = False
+    # gradients: `direct` runs torch's backward kernels layer by layer without recording a graph
+    # (plain Linear/activation stacks; the same bits as autograd, less overhead per step);
+    # auto = direct where the model allows it and the forward is not compiled
+    backward: Literal["auto", "autograd", "direct"] = "auto"
 
     @field_validator("progress", mode="before")
     @classmethod
@@ -268,6 +272,11 @@ def check_combinations(params: Params) -> None:
         )
     if t.fused is True and t.optimizer == "rmsprop":
         raise ConfigError("train.fused", True, "auto or false with rmsprop (torch has no fused RMSprop)")
+    if t.backward == "direct":
+        m = params.model
+        if m.dropout or m.batch_norm or t.compile:
+            what = "model.dropout" if m.dropout else "model.batch_norm" if m.batch_norm else "train.compile"
+            raise ConfigError("train.backward", "direct", f"auto or autograd with {what} (it needs autograd)")
     if not DEVICE_PATTERN.match(t.device):
         raise ConfigError("train.device", t.device, "auto, cpu, cuda, cuda:N or mps")
     task, n_classes = expected_task(d)
