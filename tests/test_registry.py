@@ -490,3 +490,33 @@ def test_lr_is_a_metric_only_when_a_scheduler_moves_it(workdir, make_params):
     moving = _execute(params, workdir)["run"]["run_id"]
     values = [m.value for m in sorted(client.get_metric_history(moving, "lr"), key=lambda m: m.step)]
     assert len(values) == 3 and values[0] > values[1] > values[2]
+
+
+def test_logged_models_pin_the_installed_versions_and_mlflow_is_left_as_found(workdir: Path) -> None:
+    """Each checkpoint logged as a model reads the same installed versions: they are read once
+    (MLflow would parse every METADATA file again per model), and MLflow's own lookups are back
+    in place afterwards."""
+    from importlib.metadata import version
+
+    from mlflow.utils import requirements_utils
+
+    before, modules_map = requirements_utils._get_installed_version, requirements_utils._MODULES_TO_PACKAGES
+    raw = tiny_params(train={"epochs": 2, "checkpoint_every": 1}, tracking=_tracking(log_checkpoints=True))
+    params = params_from_dict(raw)
+    stages.data(params, Layout(workdir))
+    stages.split(params, Layout(workdir))
+    stages.train(params, Layout(workdir))
+    assert requirements_utils._get_installed_version is before
+    assert requirements_utils._MODULES_TO_PACKAGES is modules_map
+    client = _client()
+    run_id = read_json(Layout(workdir).run)["run_id"]
+    experiment_id = client.get_run(run_id).info.experiment_id
+    logged = client.search_logged_models([experiment_id], filter_string=f"source_run_id = '{run_id}'")
+    assert len(logged) == 3  # two checkpoints and the final model
+    import mlflow
+
+    for model in logged:
+        requirements = mlflow.artifacts.download_artifacts(f"{model.artifact_location}/requirements.txt")
+        pins = Path(requirements).read_text().split()
+        assert f"torch=={version('torch').split('+')[0]}" in pins
+        assert f"mlflow=={mlflow.__version__}" in pins

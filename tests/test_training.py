@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_params
+from conftest import REPO, tiny_params
 from sklearn.metrics import accuracy_score, mean_absolute_error, mean_squared_error
 from torch import nn
 
@@ -550,14 +550,56 @@ def test_direct_backward_trains_exactly_as_autograd(sections):
     assert direct.state.history == autograd.state.history
 
 
-def test_plain_sgd_steps_without_the_optimizer_wrappers_and_the_rest_keep_them():
-    plain = fit(config(train={"epochs": 2, "optimizer": "sgd", "lr": 0.1}))
-    assert plain.step != plain.optimizer.step  # the lean step: one foreach call
-    for train in ({"momentum": 0.9}, {"weight_decay": 1e-3}, {"scheduler": "step"}, {"fused": True}):
-        other = fit(config(train={"epochs": 1, "optimizer": "sgd", "lr": 0.1, **train}))
-        assert other.step == other.optimizer.step, train
-    adam = fit(config(train={"epochs": 1}))
-    assert adam.step == adam.optimizer.step
+@pytest.mark.parametrize(
+    "train",
+    [
+        {"optimizer": "sgd", "lr": 0.1},
+        {"optimizer": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 1e-3},
+        {"optimizer": "adam"},
+        {"optimizer": "adamw", "fused": True},
+        {"optimizer": "rmsprop", "centered": True},
+    ],
+    ids=["sgd", "sgd-momentum", "adam", "adamw-fused", "rmsprop"],
+)
+def test_the_lean_step_is_the_optimizers_own_update_bit_for_bit(train):
+    """The fit loop calls the optimizer's update without `step`'s per-call wrappers: the same
+    weights and optimizer state as calling `step` itself."""
+    lean = fit(config(train={"epochs": 3, **train}))
+    assert lean.step != lean.optimizer.step
+    model, loss, data, val = prepare(config(train={"epochs": 3, **train}))
+    whole = Trainer(model, lean.cfg, loss, CPU)
+    whole.step = whole.optimizer.step
+    whole.fit(data, val)
+    assert same_weights(lean.model, whole.model)
+    a, b = lean.optimizer.state_dict()["state"], whole.optimizer.state_dict()["state"]
+    assert a.keys() == b.keys() and all(
+        torch.equal(a[i][k], b[i][k]) for i in a for k in a[i] if isinstance(a[i][k], torch.Tensor)
+    )
+
+
+def test_a_scheduler_keeps_the_whole_step():
+    trainer = fit(config(train={"epochs": 1, "optimizer": "sgd", "lr": 0.1, "scheduler": "step"}))
+    assert trainer.step == trainer.optimizer.step
+
+
+def test_training_leaves_torch_dynamo_unimported(tmp_path):
+    """torch.optim would import torch._dynamo (1.5 s of every `pipeline train`) only to mark
+    methods the compiler must skip; nothing here compiles them."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from conftest import tiny_params; from pipeline.config import params_from_dict;"
+        "from pipeline.stages import Layout, data, split, train; from pathlib import Path;"
+        "p = params_from_dict(tiny_params(train={'epochs': 2, 'checkpoint_every': 1}));"
+        "layout = Layout(Path(sys.argv[1])); data(p, layout); split(p, layout); train(p, layout);"
+        "print('torch._dynamo' in sys.modules)"
+    )
+    tests = str(REPO / "tests")
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, cwd=tests, check=True
+    )
+    assert out.stdout.strip().splitlines()[-1] == "False"
 
 
 def test_auto_backward_falls_back_to_autograd_where_the_direct_pass_cannot_go():

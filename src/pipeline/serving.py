@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
@@ -31,8 +32,10 @@ def signature(record: dict[str, Any]) -> Any:
     return ModelSignature(inputs=inputs, outputs=outputs)
 
 
+@functools.cache
 def pip_requirements() -> list[str]:
-    """Pinned to what trained the model; explicit, so MLflow need not infer them (slow)."""
+    """Pinned to what trained the model; explicit, so MLflow need not infer them (slow). Read
+    once per process: every checkpoint logged as a model asks again."""
     pins = []
     for name in ("mlflow", "torch", "numpy", "pandas", "pydantic", "pyyaml"):
         try:

@@ -357,26 +357,43 @@ def _experiment_id(mlflow: Any, name: str, uri: str) -> str:
     raise PipelineError(f"MLflow at {uri}: experiment {name!r} can neither be found nor created")
 
 
+_INSTALLED_VERSIONS: dict[tuple[str, str | None], str] = {}
+
+
 @contextmanager
 def _requirements_checked_by_name() -> Iterator[None]:
     """MLflow checks a model's pip requirements against the environment through a module ->
     distribution map it builds once per process by scanning every installed distribution
     (about a second with torch's stack). Ours are pinned by name from importlib.metadata, which
     is also how MLflow looks a name up when the map does not have it: for the duration of our
-    `log_model`, an unbuilt map is an empty one, and it is unbuilt again afterwards."""
+    `log_model`, an unbuilt map is an empty one, and it is unbuilt again afterwards. The versions
+    it then reads (each a parse of a METADATA file, a fifth of a `log_model`) are remembered for
+    the process: every checkpoint logged as a model asks for the same ones."""
     try:
         from mlflow.utils import requirements_utils as known
     except ImportError:
         yield
         return
-    if getattr(known, "_MODULES_TO_PACKAGES", "absent") is not None:  # built already, or renamed
-        yield
-        return
-    known._MODULES_TO_PACKAGES = {}
+    installed_version = getattr(known, "_get_installed_version", None)
+    if installed_version is not None:
+
+        def remembered(package: str, module: str | None = None) -> str:
+            key = (package, module)
+            if key not in _INSTALLED_VERSIONS:
+                _INSTALLED_VERSIONS[key] = installed_version(package, module)
+            return _INSTALLED_VERSIONS[key]
+
+        known._get_installed_version = remembered
+    unbuilt = getattr(known, "_MODULES_TO_PACKAGES", "absent") is None  # not built, not renamed
+    if unbuilt:
+        known._MODULES_TO_PACKAGES = {}
     try:
         yield
     finally:
-        known._MODULES_TO_PACKAGES = None
+        if unbuilt:
+            known._MODULES_TO_PACKAGES = None
+        if installed_version is not None:
+            known._get_installed_version = installed_version
 
 
 def _mlflow() -> Any:

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import copy
 import importlib
+import inspect
 import os
 import random
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -123,16 +125,12 @@ def make_optimizer(
 
 
 def lean_step(optimizer: torch.optim.Optimizer, scheduler: Any = None) -> Callable[[], Any]:
-    """`optimizer.step`, except for plain SGD with foreach and no scheduler (no momentum, weight
-    decay or maximize: the tutorials' optimizer): then the one call its `step` makes,
-    params -= lr * grads, without the wrappers `step` runs every call (grad mode, profiler scope,
-    hooks: 100 us, a quarter of a small full-batch epoch). The same kernel on the same operands:
-    the same bits. (A scheduler checks that `step` itself was called, so it keeps `step`.)"""
-    plain = type(optimizer) is torch.optim.SGD and all(
-        group["foreach"] and not group["fused"] and not group["momentum"] and not group["weight_decay"]
-        and not group["maximize"]
-        for group in optimizer.param_groups
-    )
+    """`optimizer.step` without the wrappers torch runs around it on every call (grad mode, a
+    compiler graph break that imports torch._dynamo, 1.5 s, on the first call, a profiler scope,
+    hook checks: about 100 us, a quarter of a small full-batch epoch): the optimizer's own update
+    code on the same tensors, so the same bits. The whole `step` where a wrapper matters: hooks,
+    a scheduler (it checks that `step` itself was called), `differentiable`."""
+    body = inspect.unwrap(type(optimizer).step)
     registry = importlib.import_module("torch.optim.optimizer")  # global hooks live there
     hooks = (
         getattr(optimizer, "_optimizer_step_pre_hooks", None),
@@ -140,20 +138,38 @@ def lean_step(optimizer: torch.optim.Optimizer, scheduler: Any = None) -> Callab
         getattr(registry, "_global_optimizer_pre_hooks", None),
         getattr(registry, "_global_optimizer_post_hooks", None),
     )
-    if not plain or scheduler is not None or any(hooks) or None in hooks:
+    if (
+        scheduler is not None
+        or None in hooks
+        or optimizer.defaults.get("differentiable")
+        or body is type(optimizer).step
+    ):
         return optimizer.step
-    groups = optimizer.param_groups
 
-    def step() -> None:
-        if torch.is_grad_enabled():
+    def step() -> Any:
+        if any(hooks):  # registered since: they run inside `step`
+            return optimizer.step()
+        if torch.is_grad_enabled():  # step's own wrapper turns it off, as the fit loop does
             with torch.no_grad():
-                return step()
-        for group in groups:
-            params = [p for p in group["params"] if p.grad is not None]
-            if params:
-                torch._foreach_add_(params, [p.grad for p in params], alpha=-group["lr"])
+                return body(optimizer)
+        return body(optimizer)
 
     return step
+
+
+def leave_dynamo_unimported() -> None:
+    """torch.optim marks `add_param_group`, `state_dict`, `load_state_dict` and `zero_grad` as not
+    to be compiled through torch._disable_dynamo, which imports torch._dynamo (1.5 s of every
+    `pipeline train`) on the first call to register the mark. The mark only matters while
+    torch.compile traces code that calls them, which nothing here does (`train.compile` compiles
+    the model's forward pass alone): the first call is given the plain method, as it would be
+    once registered."""
+    if "torch._dynamo" in sys.modules:  # paid already: nothing to save
+        return
+    for name in ("add_param_group", "state_dict", "load_state_dict", "zero_grad"):
+        plain = getattr(getattr(torch.optim.Optimizer, name, None), "__wrapped__", None)
+        if plain is not None and not hasattr(plain, "__dynamo_disable"):
+            setattr(plain, "__dynamo_disable", plain)
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> Any:
@@ -258,6 +274,7 @@ class Trainer:
     def __init__(self, model: nn.Module, cfg: TrainConfig, loss: str, device: torch.device) -> None:
         self.model, self.cfg, self.loss_name, self.device = model.to(device), cfg, loss, device
         self.loss_fn = make_loss(loss, cfg.huber_delta)
+        leave_dynamo_unimported()
         self.optimizer = make_optimizer(self.model.parameters(), cfg, device)
         self.scheduler = make_scheduler(self.optimizer, cfg)
         self.params = [p for group in self.optimizer.param_groups for p in group["params"]]
