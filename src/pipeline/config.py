@@ -174,6 +174,9 @@ class TrackingConfig(Section):
     # per-epoch metrics to MLflow every N epochs (and at checkpoints and the last epoch);
     # auto: every epoch up to 100 epochs, then about 100 points per curve. history.json has all.
     log_every_epochs: PositiveInt | Literal["auto"] = "auto"
+    # MLflow in a process of its own beside each stage (Linux): its import and store opening run
+    # while the stage imports torch, and metrics and checkpoint models are logged while training goes on
+    process: bool = True
 
     def metric_epochs_every(self, epochs: int) -> int:
         if self.log_every_epochs != "auto":

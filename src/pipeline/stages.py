@@ -99,9 +99,21 @@ def _load_split(layout: Layout, names: tuple[str, ...]) -> tuple[dict[str, Any],
 
 
 def train(params: Params, layout: Layout = Layout()) -> dict[str, Any]:
+    from pipeline.tracking_process import TrackingProcess
+
+    background = TrackingProcess.fork(params.tracking, models=True)  # before torch is imported
+    try:
+        return _train(params, layout, background)
+    finally:
+        if background is not None:
+            background.close()
+
+
+def _train(params: Params, layout: Layout, background: Any) -> dict[str, Any]:
     from pipeline import __version__, checkpoints
     from pipeline.model import build_model, head_size
-    from pipeline.tracking import Tracker, git_tags
+    from pipeline.tracking import git_tags
+    from pipeline.tracking_process import start_tracker
     from pipeline.training import Trainer, resolve_device, seed_everything, to_tensors
 
     cfg = params.train
@@ -145,7 +157,7 @@ def train(params: Params, layout: Layout = Layout()) -> dict[str, Any]:
     }
     if exp := os.environ.get("DVC_EXP_NAME"):
         tags["dvc_exp_name"] = exp
-    tracker = Tracker.start(params.tracking, params.to_dict(), tags, run_id=previous_run)
+    tracker = start_tracker(background, params.tracking, params.to_dict(), tags, previous_run)
     write_json(layout.checkpoints / "run.json", {"run_id": tracker.run_id})
     with _imports_out_of_gc():
         try:
@@ -187,7 +199,8 @@ def train(params: Params, layout: Layout = Layout()) -> dict[str, Any]:
             tracker.set_tags({"stop_reason": state.stop_reason})
             model_uri = version = None
             if params.tracking.log_model:
-                info = tracker.log_model(layout.model, record, _input_example(train_part), step=state.epoch)
+                example = train_part.features[:3]  # shown and served as the model's input example
+                info = tracker.log_model(layout.model, description, example, step=state.epoch)
                 model_uri = info.model_uri if info else None
                 version = tracker.register(
                     model_uri,
@@ -234,13 +247,6 @@ def _previous_run_id(layout: Layout) -> str | None:
         return None
 
 
-def _input_example(part: Any) -> Any:
-    import pandas as pd
-
-    rows = part.features[:3].astype("float64")
-    return pd.DataFrame(rows, columns=part.feature_names)
-
-
 # -- evaluate -------------------------------------------------------------------------------------
 def _data_plots(model: Any, record: dict[str, Any], layout: Layout, test: Any, batch_size: int) -> list[Path]:
     """The tutorials' pictures of low-dimensional data: decision regions in 2-D, the fit in 1-D."""
@@ -266,10 +272,21 @@ def _data_plots(model: Any, record: dict[str, Any], layout: Layout, test: Any, b
 
 
 def evaluate(params: Params, layout: Layout = Layout()) -> dict[str, Any]:
+    from pipeline.tracking_process import TrackingProcess
+
+    background = TrackingProcess.fork(params.tracking)  # MLflow gets ready while torch scores
+    try:
+        return _evaluate(params, layout, background)
+    finally:
+        if background is not None:
+            background.close()
+
+
+def _evaluate(params: Params, layout: Layout, background: Any) -> dict[str, Any]:
     from pipeline import evaluation, plots
     from pipeline.checkpoints import load_model
     from pipeline.data import load_dataset
-    from pipeline.tracking import Tracker
+    from pipeline.tracking_process import join_tracker
 
     model, record = load_model(layout.model)
     test = load_dataset(layout.split_dir / "test.npz")
@@ -309,7 +326,7 @@ def evaluate(params: Params, layout: Layout = Layout()) -> dict[str, Any]:
             plots.confusion_png(pngs[-1], counts, record["class_names"])
         pngs += _data_plots(model, record, layout, test, params.evaluate.batch_size)
     run = read_json(layout.run) if layout.run.is_file() else {}
-    tracker = Tracker.join(params.tracking, run.get("run_id"))
+    tracker = join_tracker(background, params.tracking, run.get("run_id"))
     try:
         tracker.log_params({"evaluate": params.evaluate.model_dump(mode="json")})
         # at the last optimizer step, so test_* continues any test_every_steps curve

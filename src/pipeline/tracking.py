@@ -236,9 +236,14 @@ class Tracker:
         step: int = 0,
         tags: dict[str, str] | None = None,
     ) -> Any:
-        """Log a model.pt or checkpoint file as the task-speaking pyfunc; returns MLflow's ModelInfo."""
+        """Log a model.pt or checkpoint file as the task-speaking pyfunc; returns MLflow's ModelInfo.
+        `example`: a few feature rows (an array), shown and served as the model's input example."""
         if not self.enabled:
             return None
+        if example is not None:
+            import pandas as pd
+
+            example = pd.DataFrame(example.astype("float64"), columns=record["feature_names"])
         import warnings
 
         with warnings.catch_warnings(), _requirements_checked_by_name():
@@ -340,6 +345,23 @@ class Tracker:
             return
         self.flush()
         _mlflow().end_run(status=status)
+
+
+def warm_up(models: bool = False) -> None:
+    """MLflow imported and the store opened (its tables created on first use), ahead of the
+    first call; with `models`, also what logging a model needs (pyfunc, torch)."""
+    mlflow = _mlflow()
+    uri = tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    client = mlflow.MlflowClient(uri)
+    registry = getattr(client, "_get_registry_client", None)
+    if registry is not None:
+        registry()
+    if models:
+        import mlflow.pyfunc
+        import torch  # noqa: F401
+
+        from pipeline import serving  # noqa: F401
 
 
 def _experiment_id(mlflow: Any, name: str, uri: str) -> str:
