@@ -94,9 +94,8 @@ class Tracker:
         """Open this execution's run: `run_id` (a resume), `MLFLOW_RUN_ID`, or a new one."""
         if not cfg.enabled:
             return cls(cfg)
-        mlflow = _mlflow()
         uri = tracking_uri()
-        mlflow.set_tracking_uri(uri)
+        mlflow = open_store(uri)
         run_id = os.environ.get("MLFLOW_RUN_ID") or run_id
         new = False
         try:
@@ -131,8 +130,7 @@ class Tracker:
         """Re-open the run train wrote to models/run.json (evaluate logs into it)."""
         if not cfg.enabled or not run_id:
             return cls(cfg)
-        mlflow = _mlflow()
-        mlflow.set_tracking_uri(tracking_uri())
+        mlflow = open_store(tracking_uri())
         try:
             mlflow.start_run(run_id=run_id)
         except mlflow.exceptions.MlflowException as exc:
@@ -350,18 +348,28 @@ class Tracker:
 def warm_up(models: bool = False) -> None:
     """MLflow imported and the store opened (its tables created on first use), ahead of the
     first call; with `models`, also what logging a model needs (pyfunc, torch)."""
-    mlflow = _mlflow()
-    uri = tracking_uri()
-    mlflow.set_tracking_uri(uri)
-    client = mlflow.MlflowClient(uri)
-    registry = getattr(client, "_get_registry_client", None)
-    if registry is not None:
-        registry()
-    if models:
-        import mlflow.pyfunc
+    open_store(tracking_uri())
+    if models:  # MLflow checks a logged model's input example by loading it: torch
+        import mlflow.pyfunc  # noqa: F401
         import torch  # noqa: F401
 
         from pipeline import serving  # noqa: F401
+
+
+def open_store(uri: str) -> Any:
+    """MLflow pointed at `uri`, its tracking and registry stores open; one line if they cannot be."""
+    mlflow = _mlflow()
+    mlflow.set_tracking_uri(uri)
+    try:
+        client = mlflow.MlflowClient(uri)
+        registry = getattr(client, "_get_registry_client", None)
+        if registry is not None:
+            registry()
+    except Exception as exc:  # a path that cannot hold a database, a server that does not answer
+        first = (str(exc).splitlines() or [""])[0]
+        what = f"{type(exc).__name__}: {first}"
+        raise PipelineError(f"MLflow store at {uri} cannot be opened: {what}") from None
+    return mlflow
 
 
 def _experiment_id(mlflow: Any, name: str, uri: str) -> str:
