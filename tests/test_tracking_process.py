@@ -133,7 +133,20 @@ def test_a_stage_failing_before_its_run_opens_leaves_no_process(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    params = params_from_dict(tiny_params(tracking={"enabled": True}))
+    params = params_from_dict(tiny_params(tracking={"enabled": True, "process": True}))
     with pytest.raises(PipelineError, match="pipeline split"):
         stages.train(params, Layout(tmp_path))  # no split yet
     assert _no_children_left()
+
+
+def test_auto_keeps_tracking_in_a_process_that_has_loaded_mlflow_already() -> None:
+    """A long-lived process (this test session) paid for MLflow already; `pipeline` commands have
+    not (test_the_stage_process_imports_no_mlflow shows they fork)."""
+    import mlflow  # noqa: F401
+
+    from pipeline.config import TrackingConfig
+    from pipeline.tracking_process import TrackingProcess
+
+    assert TrackingProcess.fork(TrackingConfig(process="auto")) is None
+    assert TrackingProcess.fork(TrackingConfig(process=False)) is None
+    assert TrackingProcess.fork(TrackingConfig(enabled=False, process=True)) is None

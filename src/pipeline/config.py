@@ -175,8 +175,10 @@ class TrackingConfig(Section):
     # auto: every epoch up to 100 epochs, then about 100 points per curve. history.json has all.
     log_every_epochs: PositiveInt | Literal["auto"] = "auto"
     # MLflow in a process of its own beside each stage (Linux): its import and store opening run
-    # while the stage imports torch, and metrics and checkpoint models are logged while training goes on
-    process: bool = True
+    # while the stage imports torch, and metrics and checkpoint models are logged while training
+    # goes on. auto: when the stage's process has not loaded MLflow itself (a `pipeline` command);
+    # a long-lived process that has (tests, a notebook) already paid what it would save
+    process: bool | Literal["auto"] = "auto"
 
     def metric_epochs_every(self, epochs: int) -> int:
         if self.log_every_epochs != "auto":

@@ -7,13 +7,16 @@ answer the stage needs wait for it; the rest (metrics, tags, checkpoints logged 
 sent and done there while training goes on. Calls run in the order they were made; an error
 there comes back with the next call that waits (at the latest `finish`), as the same one line.
 
-Only where `fork` is safe and cheap (Linux); elsewhere, or with `tracking.process: false`, the
-stage uses Tracker in its own process, as before.
+Only where `fork` is safe and cheap (Linux), and by default (`tracking.process: auto`) only when
+the stage's process has not loaded MLflow itself: a `pipeline` command, not a long-lived process
+(tests, a notebook) that has already paid for the import and the store, and would pay again
+for the modules a child imports and loses. Otherwise the stage uses Tracker in its own process.
 """
 
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import pickle
 import signal
@@ -39,10 +42,17 @@ class TrackingProcess:
     @classmethod
     def fork(cls, cfg: TrackingConfig, models: bool = False) -> TrackingProcess | None:
         """The child, started; `models`: it also gets ready to log models (pyfunc, torch)."""
+        loaded = "mlflow" in sys.modules
         if not cfg.enabled or not cfg.process or not sys.platform.startswith("linux"):
+            return None
+        if cfg.process == "auto" and loaded:
             return None
         from multiprocessing.connection import Pipe
 
+        if loaded:  # a long-lived process (tests, a notebook): the child inherits
+            from pipeline.tracking import open_store, tracking_uri  # the open store, not opens its own
+
+            open_store(tracking_uri())
         parent, child = Pipe()
         sys.stdout.flush()
         sys.stderr.flush()
@@ -148,6 +158,7 @@ def _serve(conn: Any, models: bool) -> None:
     ends; while idle, what logging a model needs is imported ahead."""
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the stage's to handle
+    gc.freeze()  # what the parent had imported is never garbage here: no collection walks it
     from pipeline import tracking
 
     _forget_inherited_connections()
