@@ -45,7 +45,9 @@ class Workload:
 
 
 WARMUP_STEPS = 5  # optimizer steps of the untimed warm-up run each side makes first
-WARMUP_OVERRIDES = {"train.epochs": 1, "train.max_steps": WARMUP_STEPS}
+# in-process tracking for the warm-up: every module MLflow loads lazily is then in the side's
+# process, as in a `pipeline train` process after MLflow's import (its tracking process has them)
+WARMUP_OVERRIDES = {"train.epochs": 1, "train.max_steps": WARMUP_STEPS, "tracking.process": False}
 
 
 def warmup_params(raw: dict[str, Any]) -> dict[str, Any]:
@@ -303,7 +305,13 @@ def ours_params(
 
     raw = compose(REPO, workload.experiment)
     size = workload.size if size is None else size
-    overrides: dict[str, Any] = {"train.progress": "off", "tracking.enabled": tracking}
+    # tracking.process true: MLflow in a process of its own, as `pipeline train` runs it (its
+    # `auto` forks there; in this long-lived process, which has loaded MLflow, it would not)
+    overrides: dict[str, Any] = {
+        "train.progress": "off",
+        "tracking.enabled": tracking,
+        "tracking.process": True,
+    }
     if workload.name == "s4":
         steps_per_epoch = MNIST_TRAIN // 100
         overrides.update(
