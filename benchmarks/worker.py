@@ -61,28 +61,11 @@ class Probe:
         setattr(owner, attribute, timed)
 
     def install(self) -> None:
-        from pipeline import checkpoints, stages, tracking, tracking_process, training
+        from pipeline import checkpoints, stages, tracking, training
 
         def model_label(*args: Any, **kwargs: Any) -> str:
             name = str(kwargs.get("name", "model"))
             return "log_checkpoint_model" if name.startswith("checkpoint") else "log_model"
-
-        # with the tracking process (tracking.process, the default on Linux) the stage's own
-        # process only sends calls and waits for the answers it needs: that is what is timed
-        remote = {
-            "start": "tracker_start", "join": "tracker_join", "flush": "metrics_flush",
-            "log_checkpoint": "log_checkpoint", "register": "register_model", "info": "run_info",
-            "finish": "tracker_finish", "log_metrics": "metrics_sent", "set_tags": "tags_sent",
-        }
-
-        def call_label(process: Any, name: str, *args: Any, **kwargs: Any) -> str:
-            if name == "log_model":
-                return model_label(*args, **kwargs)
-            return remote.get(name, f"tracking_{name}")
-
-        self.wrap(tracking_process.TrackingProcess, "call", call_label)
-        self.wrap(tracking_process.TrackingProcess, "fork", "tracking_fork")
-        self.wrap(tracking_process.TrackingProcess, "close", "tracking_close")
 
         self.wrap(stages, "_load_split", "load_split")
         self.wrap(training.Trainer, "fit", "fit")

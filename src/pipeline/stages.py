@@ -101,12 +101,8 @@ def _load_split(layout: Layout, names: tuple[str, ...]) -> tuple[dict[str, Any],
 def train(params: Params, layout: Layout = Layout()) -> dict[str, Any]:
     from pipeline.tracking_process import TrackingProcess
 
-    background = TrackingProcess.fork(params.tracking, models=True)  # before torch is imported
-    try:
+    with TrackingProcess.beside(params.tracking, models=True) as background:  # before torch's import
         return _train(params, layout, background)
-    finally:
-        if background is not None:
-            background.close()
 
 
 def _train(params: Params, layout: Layout, background: Any) -> dict[str, Any]:
@@ -274,12 +270,8 @@ def _data_plots(model: Any, record: dict[str, Any], layout: Layout, test: Any, b
 def evaluate(params: Params, layout: Layout = Layout()) -> dict[str, Any]:
     from pipeline.tracking_process import TrackingProcess
 
-    background = TrackingProcess.fork(params.tracking)  # MLflow gets ready while torch scores
-    try:
+    with TrackingProcess.beside(params.tracking) as background:  # MLflow gets ready while torch scores
         return _evaluate(params, layout, background)
-    finally:
-        if background is not None:
-            background.close()
 
 
 def _evaluate(params: Params, layout: Layout, background: Any) -> dict[str, Any]:

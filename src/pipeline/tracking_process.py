@@ -22,6 +22,7 @@ import pickle
 import signal
 import sys
 import traceback
+from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
 
@@ -38,6 +39,17 @@ class TrackingProcess:
     def __init__(self, pid: int, conn: Any) -> None:
         self.pid, self.conn = pid, conn
         self.finished = False
+
+    @classmethod
+    @contextlib.contextmanager
+    def beside(cls, cfg: TrackingConfig, models: bool = False) -> Iterator[TrackingProcess | None]:
+        """For the duration of a stage: the tracking process (see `fork`), closed at the end."""
+        process = cls.fork(cfg, models)
+        try:
+            yield process
+        finally:
+            if process is not None:
+                process.close()
 
     @classmethod
     def fork(cls, cfg: TrackingConfig, models: bool = False) -> TrackingProcess | None:
@@ -177,9 +189,11 @@ def _serve(conn: Any, models: bool) -> None:
             name, args, kwargs = conn.recv()
         except (EOFError, OSError):
             return
+        if waiting_error is not None and name in ANSWERED and name != "finish":
+            conn.send(waiting_error)  # an earlier failure answers this call instead
+            waiting_error = None
+            continue
         try:
-            if waiting_error is not None and name in ANSWERED and name != "finish":
-                raise _Reported(*waiting_error)
             if name in ("start", "join"):
                 cfg, *rest = args
                 tracker = getattr(tracking.Tracker, name)(cfg, *rest, **kwargs)
@@ -191,7 +205,7 @@ def _serve(conn: Any, models: bool) -> None:
                 if name == "log_model" and value is not None:
                     value = SimpleNamespace(model_uri=value.model_uri, model_id=value.model_id)
         except BaseException as exc:
-            described = exc.args if isinstance(exc, _Reported) else _describe(exc)
+            described = _describe(exc)
             if name in ANSWERED:
                 conn.send(described)
                 waiting_error = None
@@ -208,10 +222,6 @@ def _serve(conn: Any, models: bool) -> None:
                 conn.send(("ok", value))
         if name == "finish":
             return
-
-
-class _Reported(Exception):
-    pass
 
 
 def _describe(exc: BaseException) -> tuple[str, str]:
