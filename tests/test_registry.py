@@ -8,6 +8,7 @@ promote` / `pipeline rollback` move it by hand. Checkpoints are logged as models
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -492,15 +493,24 @@ def test_lr_is_a_metric_only_when_a_scheduler_moves_it(workdir, make_params):
     assert len(values) == 3 and values[0] > values[1] > values[2]
 
 
-def test_logged_models_pin_the_installed_versions_and_mlflow_is_left_as_found(workdir: Path) -> None:
+def test_logged_models_pin_the_installed_versions_and_mlflow_is_left_as_found(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Each checkpoint logged as a model reads the same installed versions: they are read once
-    (MLflow would parse every METADATA file again per model), and MLflow's own lookups are back
-    in place afterwards."""
+    (MLflow would parse every METADATA file again per model); MLflow's reload-and-predict check of
+    the input example is left out (test_serving serves it); MLflow's own functions are back in
+    place afterwards."""
     from importlib.metadata import version
 
+    from mlflow.models import utils as model_utils
     from mlflow.utils import requirements_utils
 
     before, modules_map = requirements_utils._get_installed_version, requirements_utils._MODULES_TO_PACKAGES
+    checks: list[str] = []
+    monkeypatch.setattr(
+        model_utils, "_validate_serving_input", lambda model_uri, serving_input: checks.append(model_uri)
+    )
+    check = model_utils._validate_serving_input
     raw = tiny_params(train={"epochs": 2, "checkpoint_every": 1}, tracking=_tracking(log_checkpoints=True))
     params = params_from_dict(raw)
     stages.data(params, Layout(workdir))
@@ -508,6 +518,7 @@ def test_logged_models_pin_the_installed_versions_and_mlflow_is_left_as_found(wo
     stages.train(params, Layout(workdir))
     assert requirements_utils._get_installed_version is before
     assert requirements_utils._MODULES_TO_PACKAGES is modules_map
+    assert model_utils._validate_serving_input is check and checks == []
     client = _client()
     run_id = read_json(Layout(workdir).run)["run_id"]
     experiment_id = client.get_run(run_id).info.experiment_id
@@ -520,3 +531,6 @@ def test_logged_models_pin_the_installed_versions_and_mlflow_is_left_as_found(wo
         pins = Path(requirements).read_text().split()
         assert f"torch=={version('torch').split('+')[0]}" in pins
         assert f"mlflow=={mlflow.__version__}" in pins
+    final = next(model for model in logged if "checkpoint_epoch" not in model.tags)
+    example = mlflow.artifacts.download_artifacts(f"{final.artifact_location}/serving_input_example.json")
+    assert len(json.loads(Path(example).read_text())["dataframe_split"]["data"]) == 3

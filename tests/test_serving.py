@@ -297,6 +297,27 @@ def test_every_input_form_gives_what_pipeline_predict_gives(server: Server, expe
         _assert_same(_frame(reply.json()), expected, form)
 
 
+def test_the_logged_input_example_is_served(server: Server, expected: pd.DataFrame):
+    """What MLflow would check at every log_model (tracking._example_served_by_tests): the
+    serving input example saved with the model gets the signature's answer from the server."""
+    from urllib.parse import urlparse
+
+    from mlflow import MlflowClient
+
+    trained = server.trained
+    uri = trained.env["MLFLOW_TRACKING_URI"]
+    client = MlflowClient(uri, uri)
+    source = client.get_model_version(trained.name, trained.version).source  # models:/<model id>
+    folder = urlparse(client.get_logged_model(source.split("/")[-1]).artifact_location).path
+    example = (Path(folder) / "serving_input_example.json").read_text()
+    assert json.loads(example)["dataframe_split"]["columns"] == trained.names
+    reply = server.post(example)
+    assert reply.status == 200, f"{reply.status} {reply.body[:2000]!r}\n{server.log_tail()}"
+    answer = _frame(reply.json())
+    assert list(answer.columns) == list(expected.columns)
+    assert len(answer) == 3  # the first three training rows
+
+
 def test_a_single_row_gives_the_same_answer_as_in_a_batch(server: Server, expected: pd.DataFrame):
     trained = server.trained
     for index in (0, len(trained.rows) - 1):

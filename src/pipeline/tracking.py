@@ -244,7 +244,7 @@ class Tracker:
             example = pd.DataFrame(example.astype("float64"), columns=record["feature_names"])
         import warnings
 
-        with warnings.catch_warnings(), _requirements_checked_by_name():
+        with warnings.catch_warnings(), _requirements_checked_by_name(), _example_served_by_tests():
             warnings.simplefilter("ignore", UserWarning)  # MLflow nags about type hints; we sign
             from pipeline import serving
 
@@ -347,11 +347,10 @@ class Tracker:
 
 def warm_up(models: bool = False) -> None:
     """MLflow imported and the store opened (its tables created on first use), ahead of the
-    first call; with `models`, also what logging a model needs (pyfunc, torch)."""
+    first call; with `models`, also what logging a model needs (pyfunc, our model's code)."""
     open_store(tracking_uri())
-    if models:  # MLflow checks a logged model's input example by loading it: torch
+    if models:
         import mlflow.pyfunc  # noqa: F401
-        import torch  # noqa: F401
 
         from pipeline import serving  # noqa: F401
 
@@ -424,6 +423,31 @@ def _requirements_checked_by_name() -> Iterator[None]:
             known._MODULES_TO_PACKAGES = None
         if installed_version is not None:
             known._get_installed_version = installed_version
+
+
+@contextmanager
+def _example_served_by_tests() -> Iterator[None]:
+    """MLflow checks every logged model's input example by loading the model it has just saved
+    and predicting the example as its scoring server would. For our models that checks our
+    serving code (`serving.FFNModel`, the same for every run), not the run: the tests serve
+    logged models of every task through `mlflow models serve` and pyfunc. Run on every
+    `log_model`, the check costs a third of it (the model loaded again, one prediction) and, in
+    a `pipeline train`, torch's import in the tracking process (2.5 s on its critical path). For
+    the duration of our `log_model` it is left out; the example is saved and served the same."""
+    try:
+        from mlflow.models import utils as model_utils
+    except ImportError:
+        yield
+        return
+    check = getattr(model_utils, "_validate_serving_input", None)
+    if check is None:  # renamed or gone: nothing to leave out
+        yield
+        return
+    model_utils._validate_serving_input = lambda model_uri, serving_input: None
+    try:
+        yield
+    finally:
+        model_utils._validate_serving_input = check
 
 
 def _mlflow() -> Any:

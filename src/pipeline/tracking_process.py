@@ -53,7 +53,7 @@ class TrackingProcess:
 
     @classmethod
     def fork(cls, cfg: TrackingConfig, models: bool = False) -> TrackingProcess | None:
-        """The child, started; `models`: it also gets ready to log models (pyfunc, torch)."""
+        """The child, started; `models`: it also gets ready to log models (pyfunc, our model code)."""
         loaded = "mlflow" in sys.modules
         if not cfg.enabled or not cfg.process or not sys.platform.startswith("linux"):
             return None
