@@ -534,3 +534,25 @@ def test_logged_models_pin_the_installed_versions_and_mlflow_is_left_as_found(
     final = next(model for model in logged if "checkpoint_epoch" not in model.tags)
     example = mlflow.artifacts.download_artifacts(f"{final.artifact_location}/serving_input_example.json")
     assert len(json.loads(Path(example).read_text())["dataframe_split"]["data"]) == 3
+
+
+@pytest.mark.parametrize(
+    ("uri", "where"),
+    [
+        ("sqlite:///{tmp}/stores/mlflow.db", "{tmp}/stores/mlartifacts"),  # beside the database
+        ("sqlite:///{tmp}/stores/mlflow.db?timeout=20", "{tmp}/stores/mlartifacts"),
+        ("sqlite:///mlflow.db", "{cwd}/mlartifacts"),  # a relative file is the working directory's
+        ("sqlite://", "{root}/mlartifacts"),  # in memory: the repository root
+        ("file:///{tmp}/mlruns", "{root}/mlartifacts"),
+        ("http://127.0.0.1:5000", None),  # a server decides
+    ],
+)
+def test_artifacts_go_beside_a_local_store(tmp_path, monkeypatch, uri, where):
+    from pipeline.tracking import artifact_location
+
+    root, cwd = tmp_path / "repo", tmp_path / "elsewhere"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    names = {"tmp": tmp_path, "cwd": cwd, "root": root}
+    expected = Path(where.format(**names)).as_uri() if where else None
+    assert artifact_location(uri.format(**names), root) == expected

@@ -92,10 +92,14 @@ def test_the_stage_process_imports_no_mlflow(tmp_path: Path) -> None:
         "stages.train(p, layout); stages.evaluate(p, layout);"
         "print('mlflow' in sys.modules, 'torch._dynamo' in sys.modules)"
     )
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO / "tests"), os.environ.get("PYTHONPATH")])),
+    }
     out = subprocess.run(
         [sys.executable, "-c", code, str(tmp_path)],
-        capture_output=True, text=True, cwd=REPO / "tests", env=env, check=True,
+        capture_output=True, text=True, cwd=tmp_path, env=env, check=True,
     )
     assert out.stdout.strip().splitlines()[-1] == "False False"
     assert read_json(tmp_path / "models" / "run.json")["model_version"] == "1"

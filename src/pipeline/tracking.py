@@ -38,7 +38,12 @@ def tracking_uri(root: Path | None = None) -> str:
 
 
 def artifact_location(uri: str, root: Path | None = None) -> str | None:
-    """Artifacts next to a local store, absolute; a server decides for itself."""
+    """Artifacts next to a local store, absolute: `mlartifacts` beside an SQLite file (the
+    repository root's for the default store), else under the repository root; a server decides
+    for itself."""
+    database = uri.split("?")[0].partition(":///")[2] if uri.startswith("sqlite:") else ""
+    if database and database != ":memory:":
+        return (Path(database).resolve().parent / "mlartifacts").as_uri()
     if uri.startswith(("sqlite:", "file:", "/")) or "://" not in uri:
         return (repo_root(root) / "mlartifacts").as_uri()
     return None
