@@ -60,6 +60,14 @@ def write_params(path: Path, raw: dict[str, Any]) -> Path:
     return path
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _store_template_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """New MLflow stores are copies of an empty one made once (pipeline.store_template) in the
+    user's cache; the tests make theirs in a cache of their own, for the whole session (commands
+    the tests start inherit it)."""
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("cache"))
+
+
 @pytest.fixture(autouse=True)
 def _quiet_env() -> None:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")

@@ -18,6 +18,7 @@ from typing import Any
 
 from pipeline.config import TrackingConfig
 from pipeline.errors import PipelineError
+from pipeline.store_template import seed, sqlite_file
 
 EXPERIMENT_COPY = os.sep + os.path.join(".dvc", "tmp", "exps") + os.sep
 METRICS_PER_BATCH = 1000  # MLflow's limit for one log_batch call
@@ -41,9 +42,9 @@ def artifact_location(uri: str, root: Path | None = None) -> str | None:
     """Artifacts next to a local store, absolute: `mlartifacts` beside an SQLite file (the
     repository root's for the default store), else under the repository root; a server decides
     for itself."""
-    database = uri.split("?")[0].partition(":///")[2] if uri.startswith("sqlite:") else ""
-    if database and database != ":memory:":
-        return (Path(database).resolve().parent / "mlartifacts").as_uri()
+    database = sqlite_file(uri)
+    if database is not None:
+        return (database.parent / "mlartifacts").as_uri()
     if uri.startswith(("sqlite:", "file:", "/")) or "://" not in uri:
         return (repo_root(root) / "mlartifacts").as_uri()
     return None
@@ -364,6 +365,7 @@ def open_store(uri: str) -> Any:
     """MLflow pointed at `uri`, its tracking and registry stores open; one line if they cannot be."""
     mlflow = _mlflow()
     mlflow.set_tracking_uri(uri)
+    seed(uri)  # a new SQLite store: a copy of an empty one, not MLflow's 69 migrations again
     try:
         client = mlflow.MlflowClient(uri)
         registry = getattr(client, "_get_registry_client", None)
