@@ -419,3 +419,15 @@ def test_data_stage_failure_writes_nothing(make_params, layout, tmp_path):
     with pytest.raises(ConfigError):
         stages.data(params, layout)
     assert not layout.dataset.exists()
+
+
+def test_every_source_in_the_schema_has_its_function_in_the_registry():
+    import importlib
+    import typing
+
+    from pipeline.config import Source
+    from pipeline.data import SOURCES
+
+    assert set(typing.get_args(Source)) == set(SOURCES)
+    for name, module in SOURCES.items():
+        assert callable(getattr(importlib.import_module(f"pipeline.data.{module}"), name)), name

@@ -50,3 +50,51 @@ def test_every_stage_has_an_entry_point_and_a_dvc_stage():
     for name, stage in stages.items():
         assert stage["cmd"] == f"pipeline {name}"
         assert f"pipeline {name}" in project["entry_points"][name]["command"]
+
+
+# modules every command runs that decide nothing a stage writes: the command layer (parses and
+# calls one function), the package's version string and its error type
+COMMAND_LAYER = {"src/pipeline/__init__.py", "src/pipeline/__main__.py", "src/pipeline/cli.py",
+                 "src/pipeline/errors.py"}  # fmt: skip
+
+_STAGE_MODULES = """
+import json, sys
+from pathlib import Path
+from conftest import tiny_params
+from pipeline.config import params_from_dict
+from pipeline import stages
+raw = tiny_params(evaluate={"plots": True}, tracking={"enabled": True, "process": False})
+getattr(stages, sys.argv[2])(params_from_dict(raw), stages.Layout(Path(sys.argv[1])))
+print(json.dumps(sorted(m for m in sys.modules if m == "pipeline" or m.startswith("pipeline."))))
+"""
+
+
+def test_each_dvc_stage_depends_on_the_package_modules_it_runs(tmp_path):
+    """A change to a module a stage imports re-runs that stage: dvc.yaml lists it in `deps`
+    (a module, or its package folder). Measured: each stage in a fresh process of its own, in
+    order (MLflow in the same process), and the pipeline modules loaded at its end."""
+    import importlib.util
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO / "tests"), os.environ.get("PYTHONPATH")])),
+    }
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    for name, stage in stages.items():
+        out = subprocess.run(
+            [sys.executable, "-c", _STAGE_MODULES, str(tmp_path), name],
+            cwd=tmp_path, env=env, capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        modules = json.loads(out.stdout.strip().splitlines()[-1])
+        files = {os.path.relpath(importlib.util.find_spec(m).origin, REPO) for m in modules}
+        deps = [d for d in stage["deps"] if isinstance(d, str) and d.startswith("src/")]
+        missing = sorted(
+            path for path in files - COMMAND_LAYER
+            if not any(path == dep or path.startswith(dep.rstrip("/") + "/") for dep in deps)
+        )  # fmt: skip
+        assert not missing, f"dvc.yaml stage {name} runs {missing} without listing them in deps"

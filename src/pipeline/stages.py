@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.callbacks import Checkpointer, MetricLogger, ProgressBar
 from pipeline.config import Params, check_task, default_loss
 from pipeline.errors import PipelineError
 from pipeline.files import read_json, remove_stale_temporaries, write_json
@@ -107,6 +106,7 @@ def train(params: Params, layout: Layout = Layout()) -> dict[str, Any]:
 
 def _train(params: Params, layout: Layout, background: Any) -> dict[str, Any]:
     from pipeline import __version__, checkpoints
+    from pipeline.callbacks import Checkpointer, MetricLogger, ProgressBar
     from pipeline.model import build_model, head_size
     from pipeline.tracking import git_tags
     from pipeline.tracking_process import start_tracker
