@@ -219,14 +219,16 @@ def test_resume_after_a_killed_run_is_exact(workdir, monkeypatch):
         prepare(layout, **sections)
     train(straight, **sections)
 
-    save = stages.Checkpointer.on_epoch_end
+    from pipeline.callbacks import Checkpointer
+
+    save = Checkpointer.on_epoch_end
 
     def save_then_die(self, trainer, metrics):
         save(self, trainer, metrics)
         if trainer.state.epoch == 3:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(stages.Checkpointer, "on_epoch_end", save_then_die)
+    monkeypatch.setattr(Checkpointer, "on_epoch_end", save_then_die)
     with pytest.raises(KeyboardInterrupt):
         train(killed, **sections)
     monkeypatch.undo()

@@ -110,8 +110,12 @@ def _report(stage: str, summary: Any) -> None:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="ffn-pipeline", prog_name="pipeline")
-def main() -> None:
+@click.pass_context
+def main(ctx: click.Context) -> None:
     """Train feed-forward networks reproducibly: DVC stages, tracked in MLflow."""
+    from pipeline import gc_control
+
+    ctx.with_resource(gc_control.paused())  # while torch, MLflow, scikit-learn import: see gc_control
 
 
 def stage_command(name: str, help_text: str) -> Callable[[Callable[..., Any]], Any]:

@@ -5,10 +5,7 @@ Each function is what one `pipeline <stage>` command (and one DVC stage) does.
 
 from __future__ import annotations
 
-import gc
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -105,7 +102,7 @@ def train(params: Params, layout: Layout = Layout()) -> dict[str, Any]:
 
 
 def _train(params: Params, layout: Layout, background: Any) -> dict[str, Any]:
-    from pipeline import __version__, checkpoints
+    from pipeline import __version__, checkpoints, gc_control
     from pipeline.callbacks import Checkpointer, MetricLogger, ProgressBar
     from pipeline.model import build_model, head_size
     from pipeline.tracking import git_tags
@@ -155,7 +152,7 @@ def _train(params: Params, layout: Layout, background: Any) -> dict[str, Any]:
         tags["dvc_exp_name"] = exp
     tracker = start_tracker(background, params.tracking, params.to_dict(), tags, previous_run)
     write_json(layout.checkpoints / "run.json", {"run_id": tracker.run_id})
-    with _imports_out_of_gc():
+    with gc_control.resumed():  # imports done: collections walk only what training allocates
         try:
             metric_logger = MetricLogger(
                 tracker,
@@ -216,20 +213,6 @@ def _train(params: Params, layout: Layout, background: Any) -> dict[str, Any]:
             raise
         tracker.finish()
     return {"epochs": state.epoch, "stop_reason": state.stop_reason, **state.history[-1]}
-
-
-@contextmanager
-def _imports_out_of_gc() -> Iterator[None]:
-    """After importing torch and MLflow about half a million objects are alive, and each of
-    Python's full collections, which training's allocations trigger now and then, walks all of
-    them (0.1-0.3 s a time, seen in metric flushes and the fit). gc.freeze() sets them aside for
-    the fit and the logging, so collections walk only what training allocates; gc.unfreeze()
-    hands them back (nothing leaks in a long-lived process)."""
-    gc.freeze()
-    try:
-        yield
-    finally:
-        gc.unfreeze()
 
 
 REGISTRY_TAGS = ("data_fingerprint", "git_commit", "git_dirty")

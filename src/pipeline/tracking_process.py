@@ -171,7 +171,7 @@ def _serve(conn: Any, models: bool) -> None:
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the stage's to handle
     gc.freeze()  # what the parent had imported is never garbage here: no collection walks it
-    from pipeline import tracking
+    from pipeline import gc_control, tracking
 
     _forget_inherited_connections()
     waiting_error: tuple[str, str] | None = None
@@ -179,6 +179,7 @@ def _serve(conn: Any, models: bool) -> None:
         tracking.warm_up()
     except BaseException as exc:  # said with the first call that waits
         waiting_error = _describe(exc)
+    gc_control.resume_for_good()  # MLflow imported (with the collector paused by the command)
     tracker: Any = None
     while True:
         if models and not conn.poll():
