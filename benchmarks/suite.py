@@ -107,11 +107,11 @@ class Zygote:
     side per request, which talks to us through two FIFOs. Saves a few seconds of imports per side
     on a 2-core machine; each side is still a process of its own (its own peak RSS)."""
 
-    def __init__(self, kind: str, env: dict[str, str], scratch: Path, store: Path | None = None) -> None:
+    def __init__(self, kind: str, env: dict[str, str], scratch: Path) -> None:
         self.kind, self.scratch = kind, scratch
         self.log = scratch / f"zygote-{kind}.log"
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "benchmarks.worker", "--zygote", kind, *([str(store)] if store else [])],
+            [sys.executable, "-m", "benchmarks.worker", "--zygote", kind],
             cwd=W.REPO,
             env=env,
             stdin=subprocess.PIPE,
@@ -225,8 +225,8 @@ def prepare_inputs(workload: W.Workload, side: str, scratch: Path, folder: Path)
 
 class Group:
     """The sides of one workload: forked, given their inputs and warmed up (untimed), then `reps`
-    rounds of one run per side, in turn. Each group tracks into an MLflow store of its own (a
-    copy of one freshly migrated store, made once) in a folder of its own."""
+    rounds of one run per side, in turn. Each group tracks into an MLflow store of its own in a
+    folder of its own (new, so a copy of an empty one: pipeline.store_template)."""
 
     def __init__(
         self, workload: W.Workload, sides: list[str], args: argparse.Namespace, scratch: Path
@@ -273,13 +273,11 @@ class Group:
 
         self.guard(step)
 
-    def start_warmup(self, template: Path | None, zygotes: dict[str, Zygote]) -> None:
+    def start_warmup(self, zygotes: dict[str, Zygote]) -> None:
         """Wait for every side's set-up, hand it its inputs and ask for its untimed warm-up run
         (the groups' warm-ups overlap: 5 steps each, and a store of their own)."""
 
         def step() -> None:
-            if template is not None:
-                shutil.copyfile(template, self.store)
             for side, worker in self.workers.items():
                 self.ready[side] = worker.read()
                 kind = "baseline" if side == "baseline" else "ours"
@@ -479,13 +477,11 @@ def plan_groups(args: argparse.Namespace) -> list[tuple[W.Workload, list[str]]]:
 def start_zygotes(
     plan: list[tuple[W.Workload, list[str]]], args: argparse.Namespace, scratch: Path, env: dict[str, str]
 ) -> dict[str, Zygote]:
-    """A zygote per kind of side the plan has (and `ours` for the scaling run); the ours zygote
-    also makes the empty MLflow store every group copies."""
+    """A zygote per kind of side the plan has (and `ours` for the scaling run)."""
     kinds = {"baseline" if side == "baseline" else "ours" for _, sides in plan for side in sides}
     if "scaling" in args.only:
         kinds.add("ours")
-    template = scratch / "template-mlflow.db"
-    return {kind: Zygote(kind, env, scratch, template if kind == "ours" else None) for kind in sorted(kinds)}
+    return {kind: Zygote(kind, env, scratch) for kind in sorted(kinds)}
 
 
 def measure_groups(
@@ -498,7 +494,6 @@ def measure_groups(
     if not plan:
         return rows
     started = time.perf_counter()
-    template = scratch / "template-mlflow.db"
     chosen = {w.name: w for w in W.workloads(args.quick)}
     groups = [Group(workload, sides, args, scratch) for workload, sides in plan]
     for group in groups:  # data and params, here, while the zygotes import
@@ -508,7 +503,7 @@ def measure_groups(
         group.spawn(zygotes)
     phases.append(f"imports {time.perf_counter() - started:.0f} s")
     for group in groups:
-        group.start_warmup(template, zygotes)
+        group.start_warmup(zygotes)
     for group in groups:
         group.finish_warmup()
     phases.append(f"warm-ups {time.perf_counter() - started:.0f} s")

@@ -351,24 +351,9 @@ def fork_running(work: Callable[[], None]) -> int:
     return pid
 
 
-def make_store(path: str) -> None:
-    """An empty MLflow store with its tables at `path` (sqlite), made in a child of its own so
-    that no database connection outlives it in the process that forks the sides."""
-
-    def create() -> None:
-        import mlflow
-
-        mlflow.MlflowClient(f"sqlite:///{path}").search_experiments()
-
-    _, status = os.waitpid(fork_running(create), 0)
-    if status != 0:
-        raise SystemExit(f"could not create an MLflow store at {path}")
-
-
-def zygote(kind: str, store: str | None = None) -> None:
+def zygote(kind: str) -> None:
     """Import once what every side of `kind` needs, then fork one process per side asked for on
     stdin (a JSON line: spec, env, log file and two FIFOs for the commands and the answers).
-    With STORE, first make an empty MLflow store there for the sides' stores to copy.
 
     Forking after `import torch` is safe as long as no parallel op ran first (none does here);
     each side's peak RSS still counts everything imported, as a process of its own would."""
@@ -380,10 +365,6 @@ def zygote(kind: str, store: str | None = None) -> None:
         with contextlib.suppress(ImportError):
             importlib.import_module(name)
     ready = {"import_s": round(time.perf_counter() - started, 3)}
-    if store:
-        started = time.perf_counter()
-        make_store(store)
-        ready["store_s"] = round(time.perf_counter() - started, 3)
     print(json.dumps(ready), flush=True)
     children = []
     for line in sys.stdin:
@@ -404,8 +385,8 @@ def zygote(kind: str, store: str | None = None) -> None:
 
 
 def main() -> None:
-    if sys.argv[1] == "--zygote":  # --zygote KIND [STORE]
-        zygote(sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else None)
+    if sys.argv[1] == "--zygote":  # --zygote KIND
+        zygote(sys.argv[2])
         return
     proto = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)  # anything printed, by Python or C, goes to stderr
