@@ -11,6 +11,8 @@ from pipeline.config import ModelConfig
 from pipeline.model import Rescale, build_model, make_loss
 
 ACTIVATIONS = ["relu", "tanh", "sigmoid", "gelu", "leaky_relu", "elu", "identity"]
+# the devices this machine has: the same comparison runs on a GPU where one is present
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 LOSSES = ["cross_entropy", "bce", "mse", "l1", "huber"]
 
 
@@ -42,18 +44,19 @@ def twins(
     return a, build_model(cfg, features, units, scale)
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("activation", ACTIVATIONS)
 @pytest.mark.parametrize("loss", LOSSES)
-def test_gradients_and_training_match_autograd_bit_for_bit(activation: str, loss: str) -> None:
+def test_gradients_and_training_match_autograd_bit_for_bit(activation: str, loss: str, device: str) -> None:
     classes = 4
     units = classes if loss == "cross_entropy" else 1
     cfg = ModelConfig(hidden=[16, 8], activation=activation)
-    reference, direct_model = twins(cfg, 5, units)
+    reference, direct_model = (model.to(device) for model in twins(cfg, 5, units))
     direct = DirectBackward(direct_model, loss, 0.7)
     opt_a = torch.optim.Adam(reference.parameters(), lr=0.01, foreach=True)
     opt_b = torch.optim.Adam(direct_model.parameters(), lr=0.01, foreach=True)
     for step, rows in enumerate([33, 1, 64, 7, 33]):
-        x, y = batch(loss, rows, 5, classes, seed=step)
+        x, y = (t.to(device) for t in batch(loss, rows, 5, classes, seed=step))
         expected = autograd_step(reference, loss, x, y)
         outputs, value = direct(x, y)
         assert torch.equal(value, expected), (step, value, expected)
