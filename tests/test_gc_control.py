@@ -63,3 +63,22 @@ def test_training_runs_with_the_collector_on(workdir, make_params, monkeypatch):
     with gc_control.paused():  # as under a `pipeline` command
         stages.train(params)
     assert seen == [(True, True)]
+
+
+def test_a_command_sets_what_is_alive_aside_before_the_final_collection():
+    """Python's shutdown runs a full collection over everything alive (0.8 s after torch and
+    MLflow); a `pipeline` command freezes it first. Seen from an exit handler registered before
+    the command's, which therefore runs after it."""
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    code = (
+        "import atexit, gc, sys;"
+        "atexit.register(lambda: print('frozen at exit:', gc.get_freeze_count() > 0));"
+        "from pipeline.cli import main; sys.argv = ['pipeline', 'experiments']; main()"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "frozen at exit: True"

@@ -116,6 +116,7 @@ def main(ctx: click.Context) -> None:
     from pipeline import gc_control
 
     ctx.with_resource(gc_control.paused())  # while torch, MLflow, scikit-learn import: see gc_control
+    gc_control.no_collection_at_exit()
 
 
 def stage_command(name: str, help_text: str) -> Callable[[Callable[..., Any]], Any]:
