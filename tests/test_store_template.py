@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from pipeline import store_template
+from pipeline.config import TrackingConfig
 from pipeline.tracking import Tracker, open_store
 
 
@@ -56,9 +57,8 @@ def test_a_seeded_store_is_the_store_mlflow_makes_itself(tmp_path, monkeypatch):
 
 def test_runs_are_tracked_in_a_seeded_store(workdir):
     uri = os.environ["MLFLOW_TRACKING_URI"]
-    mlflow = open_store(uri)  # seeds it: the file did not exist
-    from pipeline.config import TrackingConfig
-
+    assert store_template.seed(uri)  # what open_store does first with a store that does not exist
+    mlflow = open_store(uri)
     run = Tracker.start(TrackingConfig(enabled=True, experiment="seeded"), {"a": 1}, {"t": "v"})
     run.finish()
     assert mlflow.MlflowClient(uri).get_run(run.run_id).data.params == {"a": "1"}
