@@ -113,6 +113,19 @@ def test_model_file_contents(layout):
     assert record["class_names"] == ["0", "1", "2"]
 
 
+def test_the_same_training_writes_the_same_bytes(layout):
+    """DVC hashes models/model.pt and the checkpoints: training again with the same params
+    and data must give files with the same bytes (no temporary name inside them), or every
+    `dvc repro` would record a new model."""
+    prepare(layout)
+    p = params(train={"epochs": 2})
+    stages.train(p, layout)
+    first = {path.name: path.read_bytes() for path in (layout.model, *layout.checkpoints.glob("*.pt"))}
+    stages.train(p, layout)
+    again = {path.name: path.read_bytes() for path in (layout.model, *layout.checkpoints.glob("*.pt"))}
+    assert len(first) == 3 and first == again
+
+
 def test_load_model_from_model_file_and_checkpoint(layout):
     prepare(layout)
     stages.train(params(model={"hidden": [6, 5], "batch_norm": True}, train={"epochs": 3}), layout)

@@ -12,7 +12,7 @@ from torch import nn
 from pipeline import __version__
 from pipeline.config import ModelConfig
 from pipeline.errors import PipelineError
-from pipeline.files import atomic_path, remove_stale_temporaries
+from pipeline.files import remove_stale_temporaries, write_bytes
 from pipeline.model import build_model
 
 CHECKPOINT_NAME = re.compile(r"^epoch_(\d+)\.pt$")
@@ -21,8 +21,10 @@ CHECKPOINT_FORMAT = "ffn-pipeline/checkpoint/1"
 
 
 def _save(path: Path, obj: dict[str, Any]) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    """Written through a file object: torch names the zip's inner folder after a path it is
+    given (here a random temporary name), which made every save of the same weights a new file
+    to DVC; through a handle the folder is always `archive`, so equal contents are equal bytes."""
+    write_bytes(path, lambda handle: torch.save(obj, handle))
 
 
 def _load(path: Path, kind: str) -> dict[str, Any]:
