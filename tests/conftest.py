@@ -55,6 +55,24 @@ def layout(workdir: Path) -> Layout:
     return Layout(workdir)
 
 
+def run_script(code: str, folder: Path, *args: str) -> str:
+    """`python -c code folder args` in a fresh process, run in `folder` with its own MLflow store
+    there and tests/ on its path (the script may import conftest); the last line it printed."""
+    import subprocess
+    import sys
+
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": f"sqlite:///{folder / 'mlflow.db'}",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO / "tests"), os.environ.get("PYTHONPATH")])),
+    }
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(folder), *args], cwd=folder, env=env, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out.stdout.strip().splitlines()[-1]
+
+
 def write_params(path: Path, raw: dict[str, Any]) -> Path:
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return path

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import yaml
-from conftest import REPO
+from conftest import REPO, run_script
 
 from pipeline.config import load_params
 
@@ -76,21 +76,10 @@ def test_each_dvc_stage_depends_on_the_package_modules_it_runs(tmp_path):
     import importlib.util
     import json
     import os
-    import subprocess
-    import sys
 
-    env = {
-        **os.environ,
-        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO / "tests"), os.environ.get("PYTHONPATH")])),
-    }
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
     for name, stage in stages.items():
-        out = subprocess.run(
-            [sys.executable, "-c", _STAGE_MODULES, str(tmp_path), name],
-            cwd=tmp_path, env=env, capture_output=True, text=True, check=True,
-        )  # fmt: skip
-        modules = json.loads(out.stdout.strip().splitlines()[-1])
+        modules = json.loads(run_script(_STAGE_MODULES, tmp_path, name))
         files = {os.path.relpath(importlib.util.find_spec(m).origin, REPO) for m in modules}
         deps = [d for d in stage["deps"] if isinstance(d, str) and d.startswith("src/")]
         missing = sorted(

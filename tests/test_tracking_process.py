@@ -4,13 +4,11 @@ no MLflow in the stage's own process, errors in one line, and no process left be
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import REPO, tiny_params
+from conftest import run_script, tiny_params
 
 from pipeline import stages
 from pipeline.config import params_from_dict
@@ -92,16 +90,7 @@ def test_the_stage_process_imports_no_mlflow(tmp_path: Path) -> None:
         "stages.train(p, layout); stages.evaluate(p, layout);"
         "print('mlflow' in sys.modules, 'torch._dynamo' in sys.modules)"
     )
-    env = {
-        **os.environ,
-        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO / "tests"), os.environ.get("PYTHONPATH")])),
-    }
-    out = subprocess.run(
-        [sys.executable, "-c", code, str(tmp_path)],
-        capture_output=True, text=True, cwd=tmp_path, env=env, check=True,
-    )
-    assert out.stdout.strip().splitlines()[-1] == "False False"
+    assert run_script(code, tmp_path) == "False False"
     assert read_json(tmp_path / "models" / "run.json")["model_version"] == "1"
 
 

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, tiny_params
+from conftest import run_script, tiny_params
 from sklearn.metrics import accuracy_score, mean_absolute_error, mean_squared_error
 from torch import nn
 
@@ -585,9 +585,6 @@ def test_a_scheduler_keeps_the_whole_step():
 def test_training_leaves_torch_dynamo_unimported(tmp_path):
     """torch.optim would import torch._dynamo (1.5 s of every `pipeline train`) only to mark
     methods the compiler must skip; nothing here compiles them."""
-    import subprocess
-    import sys
-
     code = (
         "import sys; from conftest import tiny_params; from pipeline.config import params_from_dict;"
         "from pipeline.stages import Layout, data, split, train; from pathlib import Path;"
@@ -595,11 +592,7 @@ def test_training_leaves_torch_dynamo_unimported(tmp_path):
         "layout = Layout(Path(sys.argv[1])); data(p, layout); split(p, layout); train(p, layout);"
         "print('torch._dynamo' in sys.modules)"
     )
-    tests = str(REPO / "tests")
-    out = subprocess.run(
-        [sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, cwd=tests, check=True
-    )
-    assert out.stdout.strip().splitlines()[-1] == "False"
+    assert run_script(code, tmp_path) == "False"
 
 
 def test_auto_backward_falls_back_to_autograd_where_the_direct_pass_cannot_go():
