@@ -378,6 +378,49 @@ def test_predict_gives_the_same_answers_with_and_without_a_header(in_trained, re
         assert (frame["label"].astype(str).to_numpy() == argmax).all(), kind
 
 
+def test_a_logged_model_carries_only_the_code_it_serves_and_runs_from_it(in_trained, reference, tmp_path):
+    """The model's code folder holds serving.py and what it imports (pipeline.model_code), and a
+    fresh Python that loads it imports every `pipeline` module from there: none is missing (the
+    model's `pipeline` package shadows the installed one, so a missing module fails the load)."""
+    import subprocess
+    import sys
+
+    import mlflow
+
+    from pipeline import model_code
+
+    local = Path(mlflow.artifacts.download_artifacts(in_trained["run"]["model_uri"], dst_path=str(tmp_path)))
+    code = (local / "code" / "pipeline").resolve()
+    carried = sorted(p.relative_to(code).as_posix() for p in code.rglob("*") if p.is_file())
+    assert carried == list(model_code.served_files())
+    assert {"serving.py", "checkpoints.py", "model.py", "evaluation.py"} <= set(carried)
+    assert not {"tracking.py", "stages.py", "cli.py", "training.py"} & set(carried)
+
+    rows = tmp_path / "rows.npy"
+    np.save(rows, in_trained["features"])
+    script = """
+import json, sys
+import numpy as np, pandas as pd, mlflow.pyfunc
+model = mlflow.pyfunc.load_model(sys.argv[1])
+answer = model.predict(pd.DataFrame(np.load(sys.argv[2]), columns=sys.argv[3].split(",")))
+ours = [m for n, m in sys.modules.items() if n.split(".")[0] == "pipeline"]
+files = {m.__name__: m.__file__ for m in ours if getattr(m, "__file__", None)}
+print(json.dumps({"labels": [str(v) for v in answer["label"]], "files": files}))
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", script, str(local), str(rows), ",".join(in_trained["names"])],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    found = json.loads(out.stdout.strip().splitlines()[-1])
+    assert found["labels"] == [str(v) for v in reference["label"]]
+    assert {"pipeline", "pipeline.checkpoints", "pipeline.evaluation"} <= set(found["files"])
+    outside = {n: f for n, f in found["files"].items() if not Path(f).resolve().is_relative_to(code)}
+    assert not outside, outside
+
+
 BAD_INPUTS = {
     "nan": "x0,x1\n1.0,2.0\n3.0,nan\n",
     "nan-positional": "1.0,2.0\nnan,4.0\n",

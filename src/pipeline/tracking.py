@@ -250,15 +250,20 @@ class Tracker:
             example = pd.DataFrame(example.astype("float64"), columns=record["feature_names"])
         import warnings
 
-        with warnings.catch_warnings(), _requirements_checked_by_name(), _example_served_by_tests():
-            warnings.simplefilter("ignore", UserWarning)  # MLflow nags about type hints; we sign
-            from pipeline import serving
+        from pipeline import model_code, serving
 
+        with (
+            warnings.catch_warnings(),
+            _requirements_checked_by_name(),
+            _example_served_by_tests(),
+            model_code.staged() as code,
+        ):
+            warnings.simplefilter("ignore", UserWarning)  # MLflow nags about type hints; we sign
             info = _mlflow().pyfunc.log_model(
                 name=name,
                 python_model=serving.__file__,
                 artifacts={"model": str(model_file)},
-                code_paths=[str(Path(serving.__file__).parent)],
+                code_paths=[code],  # serving.py and what it imports: the package's served part
                 signature=serving.signature(record),
                 input_example=example,
                 pip_requirements=serving.pip_requirements(),
@@ -358,7 +363,9 @@ def warm_up(models: bool = False) -> None:
     if models:
         import mlflow.pyfunc  # noqa: F401
 
-        from pipeline import serving  # noqa: F401
+        from pipeline import model_code, serving  # noqa: F401
+
+        model_code.served_files()
 
 
 def open_store(uri: str) -> Any:
