@@ -35,6 +35,8 @@ SIDE_LABEL = {
 }
 SCALING_RANGE = (7.5, 12.5)  # 10x the data: 10x the time, within 25 %
 MODEL_LOGGING_PARTS = ("log_model", "log_checkpoint_model", "register_model")
+GPU_LOSS_TOLERANCE = 1e-4  # relative, for the final losses on a GPU
+GPU_FIT_SECONDS = {"s0_wide": 0.30, "s4": 1.5}  # ours's training on an H100, full size (issue 5)
 TARGETS = {  # name: (limit, unit)
     "dvc_repro_clean": (15.0, "s"),
     "dvc_repro_noop": (1.5, "s"),
@@ -192,7 +194,9 @@ def median(values: list[float]) -> float | None:
 
 
 # -- one group of sides, alternated ----------------------------------------------------------------
-def prepare_inputs(workload: W.Workload, side: str, scratch: Path, folder: Path) -> dict[str, Any]:
+def prepare_inputs(
+    workload: W.Workload, side: str, scratch: Path, folder: Path, device: str = "cpu"
+) -> dict[str, Any]:
     """A side's inputs, written before its warm-up (untimed): for a baseline the tutorial's data
     (its generation, with scikit-learn, as the tutorial does it) in a file; for ours a Layout holding
     `pipeline.stages.data` and `split` outputs, and the composed params of the run and the warm-up."""
@@ -212,7 +216,7 @@ def prepare_inputs(workload: W.Workload, side: str, scratch: Path, folder: Path)
     from pipeline.config import params_from_dict
 
     tracked = side != "ours_untracked"
-    raw = W.ours_params(workload, tracking=tracked)
+    raw = W.ours_params(workload, tracking=tracked, device=device)
     if side == "ours_fused":  # S1's group, for the s1_fused row
         raw["train"]["fused"] = True
     warmup = W.warmup_params(raw)
@@ -232,6 +236,7 @@ class Group:
         self, workload: W.Workload, sides: list[str], args: argparse.Namespace, scratch: Path
     ) -> None:
         self.workload, self.sides, self.reps, self.quick = workload, sides, args.reps, args.quick
+        self.device: str = args.device
         self.folder = scratch / workload.name
         self.folder.mkdir(parents=True, exist_ok=True)
         self.store = self.folder / "mlflow.db"
@@ -248,7 +253,7 @@ class Group:
             env = {"MLFLOW_TRACKING_URI": f"sqlite:///{self.store}"}
             for side in self.sides:
                 spec = {"workload": self.workload.name, "side": side, "quick": self.quick}
-                spec["cwd"] = str(self.folder)
+                spec.update(cwd=str(self.folder), device=self.device)
                 zygote = zygotes["baseline" if side == "baseline" else "ours"]
                 self.workers[side] = zygote.fork(spec, env, self.folder / f"{side}.log")
 
@@ -269,7 +274,7 @@ class Group:
 
         def step() -> None:
             for side in self.sides:
-                self.inputs[side] = prepare_inputs(self.workload, side, scratch, self.folder)
+                self.inputs[side] = prepare_inputs(self.workload, side, scratch, self.folder, self.device)
 
         self.guard(step)
 
@@ -307,7 +312,13 @@ class Group:
         finally:
             self.close()
         load.append(os.getloadavg()[0])
-        return {"runs": self.runs, "ready": self.ready, "loadavg": load}
+        return {
+            "runs": self.runs,
+            "ready": self.ready,
+            "loadavg": load,
+            "device": self.device,
+            "quick": self.quick,
+        }
 
     def close(self) -> None:
         for worker in self.workers.values():
@@ -339,6 +350,10 @@ def compare(workload: W.Workload, a: str, b: str, measured: dict[str, Any]) -> d
     ratios = [y["seconds"] / x["seconds"] for x, y in zip(ra, rb, strict=True)]
     loss_a, loss_b = _final(ra), _final(rb)
     deterministic = workload.name != "s4"  # S4's shuffles differ: DataLoader draws from the global RNG
+    device = measured.get("device", "cpu")
+    # on a GPU, cuBLAS's choice of kernels and the fused optimizers (ours's default there) may
+    # round differently from the tutorial's loop: the losses are compared within a tolerance
+    tolerance = workload.loss_tolerance or (GPU_LOSS_TOLERANCE if device != "cpu" else 0.0)
     row: dict[str, Any] = {
         "workload": workload.name,
         "description": workload.description,
@@ -352,11 +367,12 @@ def compare(workload: W.Workload, a: str, b: str, measured: dict[str, Any]) -> d
         "b_runs": [round(r["seconds"], 4) for r in rb],
         "a_final_loss": loss_a,
         "b_final_loss": loss_b,
-        "losses_identical": (loss_a == loss_b) if deterministic and not workload.loss_tolerance else None,
-        "loss_tolerance": workload.loss_tolerance or None,
+        "device": device,
+        "losses_identical": (loss_a == loss_b) if deterministic and not tolerance else None,
+        "loss_tolerance": tolerance or None,
         "losses_close": (
-            abs(loss_a - loss_b) <= workload.loss_tolerance * abs(loss_a)
-            if workload.loss_tolerance and loss_a is not None and loss_b is not None
+            abs(loss_a - loss_b) <= tolerance * abs(loss_a)
+            if tolerance and deterministic and loss_a is not None and loss_b is not None
             else None
         ),
         "a_peak_rss_kb": max((r["peak_rss_kb"] for r in ra), default=None),
@@ -392,6 +408,14 @@ def compare(workload: W.Workload, a: str, b: str, measured: dict[str, Any]) -> d
         )
     else:
         row["passed"] = row["ratio"] <= workload.target
+    gpu_limit = GPU_FIT_SECONDS.get(workload.name)
+    if device.startswith("cuda") and gpu_limit is not None and b == "ours":
+        # the issue's H100 targets: seconds of training (ours's fit), at the full size only
+        row["gpu_fit_s"] = row["b_parts"].get("fit")
+        row["gpu_fit_limit"] = gpu_limit
+        row["gpu_fit_passed"] = (
+            None if measured.get("quick") else (row["gpu_fit_s"] or 0.0) <= gpu_limit
+        )
     return row
 
 
@@ -414,6 +438,10 @@ def print_row(row: dict[str, Any]) -> None:
     if row["b_parts"]:
         parts = ", ".join(f"{k} {v:.3f}" for k, v in row["b_parts"].items())
         print(f"  inside {b}'s run (median s; nested ones counted in their callers too): {parts}")
+    if row.get("gpu_fit_s") is not None:
+        judged = {True: "PASS", False: "MISS", None: "full size only"}[row["gpu_fit_passed"]]
+        limit = f"<= {row['gpu_fit_limit']} s"
+        print(f"  ours's training on {row['device']}: {row['gpu_fit_s']:.3f} s ({limit}: {judged})")
     if "model_logging_s" in row:
         print(
             f"  model logging (final and checkpoint models, register): {row['model_logging_s']:.3f} s; "
@@ -631,6 +659,11 @@ def table(rows: list[dict[str, Any]]) -> list[str]:
                     f"{name + ': final loss close to the baseline':<44} "
                     f"{'within' if close else 'outside':>24} {tolerance:>12}  {'PASS' if close else 'MISS'}"
                 )
+            if row.get("gpu_fit_passed") is not None:
+                label = f"{name}: ours's training on {row['device']} (s)"
+                limit = f"<= {row['gpu_fit_limit']:g}"
+                passed = "PASS" if row["gpu_fit_passed"] else "MISS"
+                out.append(f"{label:<44} {row['gpu_fit_s']:>24.3f} {limit:>12}  {passed}")
             if row.get("losses_identical") is not None:
                 same = row["losses_identical"]
                 out.append(
@@ -653,12 +686,14 @@ def table(rows: list[dict[str, Any]]) -> list[str]:
 def profile_workload(args: argparse.Namespace, scratch: Path, env: dict[str, str]) -> None:
     name = args.profile
     side = "ours" if args.side is None else args.side
-    spec = {"workload": name, "side": side, "quick": args.quick, "cwd": str(scratch)}
+    spec = {"workload": name, "side": side, "quick": args.quick, "cwd": str(scratch), "device": args.device}
     worker = Worker(spec, env, scratch / f"profile-{name}.log")
     try:
         worker.read()
         worker.call(
-            json.dumps({"inputs": prepare_inputs(W.by_name(name, args.quick), side, scratch, scratch)})
+            json.dumps(
+                {"inputs": prepare_inputs(W.by_name(name, args.quick), side, scratch, scratch, args.device)}
+            )
         )
         worker.call("warmup")
         result = worker.call("profile")
@@ -693,6 +728,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         default=None,
         help="OMP/MKL threads for every side and the dvc runs (default: torch's own choice)",
     )
+    parser.add_argument(
+        "--device",
+        choices=["cpu", "cuda"],
+        default="cpu",
+        help="where both sides of every workload train (default cpu; scaling and overhead: as is)",
+    )
     parser.add_argument("--profile", metavar="WORKLOAD", help="cProfile one run of a workload instead")
     parser.add_argument("--side", choices=list(SIDE_LABEL), help="with --profile: which side (ours)")
     parser.add_argument("--keep", action="store_true", help="keep the scratch folder and print it")
@@ -707,8 +748,24 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def device_problem(device: str) -> str | None:
+    """Why the workloads cannot train on `device` here (None: they can)."""
+    if device == "cpu":
+        return None
+    import torch
+
+    if not torch.cuda.is_available():
+        built = f"torch {torch.__version__}, CUDA {torch.version.cuda or 'not built in'}"
+        return f"--device {device}: no CUDA device on this machine ({built}); leave it out to run on the CPU"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
+    problem = device_problem(args.device)
+    if problem:
+        print(problem, file=sys.stderr)
+        return 2
     started = time.perf_counter()
     scratch = Path(tempfile.mkdtemp(prefix="ffn-bench-"))
     env = worker_env(scratch, args.threads)
@@ -721,7 +778,7 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"ffn-pipeline benchmarks ({'quick' if args.quick else 'full'}): {info['cores']} cores "
             f"({info['cpu']}), torch {info['torch']}, mlflow {info['mlflow']}, dvc {info['dvc']}, "
-            f"python {info['python']}; threads: {args.threads or 'torch default'}; "
+            f"python {info['python']}; device: {args.device}; threads: {args.threads or 'torch default'}; "
             f"load average now {os.getloadavg()[0]:.1f}"
         )
         busy = os.getloadavg()[0]

@@ -127,16 +127,19 @@ class Baseline(Side):
         import numpy as np
 
         name, inputs, steps = self.workload.name, self.inputs, W.WARMUP_STEPS
+        device = self.spec.get("device", "cpu")
         if name == "s4":
             root = Path(inputs["root"])
-            return lambda n, warm: W.baseline_s4(root, steps if warm else n)
+            return lambda n, warm: W.baseline_s4(root, steps if warm else n, device)
         with np.load(inputs["data"]) as arrays:
             x, y = arrays["x"], arrays["y"]
         if name in ("s0_small", "s0_wide"):
             hidden = 4096 if name == "s0_wide" else 10
-            return lambda n, warm: W.baseline_s0(x, y, hidden, steps if warm else n)
+            return lambda n, warm: W.baseline_s0(x, y, hidden, steps if warm else n, device)
         return lambda n, warm: (
-            W.baseline_s1(x[: 16 * steps], y[: 16 * steps], 1) if warm else W.baseline_s1(x, y, n)
+            W.baseline_s1(x[: 16 * steps], y[: 16 * steps], 1, device)
+            if warm
+            else W.baseline_s1(x, y, n, device)
         )
 
     def run(self, warm: bool = False) -> dict[str, Any]:

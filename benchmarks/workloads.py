@@ -167,16 +167,19 @@ def mnist_root(cache: Path = CACHE) -> Path:
 
 
 # -- baselines, in the tutorials' style -----------------------------------------------------------
-def baseline_s0(x_train: Any, y_train: Any, hidden: int = 10, epochs: int = 2000) -> dict[str, Any]:
+def baseline_s0(
+    x_train: Any, y_train: Any, hidden: int = 10, epochs: int = 2000, device: str = "cpu"
+) -> dict[str, Any]:
     """Full-batch loop: forward, cross-entropy, loss.item() appended every epoch, backward,
-    SGD.step, zero_grad. 2 -> hidden (sigmoid) -> 4, lr 1.0, seed 0."""
+    SGD.step, zero_grad. 2 -> hidden (sigmoid) -> 4, lr 1.0, seed 0; on a GPU, the tensors and
+    the model moved there first, as the tutorial does."""
     import torch
     from torch import nn
 
-    X = torch.tensor(x_train, dtype=torch.float32)
-    y = torch.tensor(y_train, dtype=torch.long)
+    X = torch.tensor(x_train, dtype=torch.float32).to(device)
+    y = torch.tensor(y_train, dtype=torch.long).to(device)
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(2, hidden), nn.Sigmoid(), nn.Linear(hidden, 4))
+    model = nn.Sequential(nn.Linear(2, hidden), nn.Sigmoid(), nn.Linear(hidden, 4)).to(device)
     criterion = nn.CrossEntropyLoss()
     optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
     losses = []
@@ -190,16 +193,18 @@ def baseline_s0(x_train: Any, y_train: Any, hidden: int = 10, epochs: int = 2000
     return {"final_loss": losses[-1]}
 
 
-def baseline_s1(x_train: Any, y_train: Any, epochs: int = 10) -> dict[str, Any]:
+def baseline_s1(x_train: Any, y_train: Any, epochs: int = 10, device: str = "cpu") -> dict[str, Any]:
     """Mini-batch loop slicing the tensors in order, batch 16, loss.item() every batch:
     64 -> 256 -> 1024 -> 1 ReLU, BCEWithLogits, Adam lr 1e-3, seed 2020."""
     import torch
     from torch import nn
 
-    X = torch.tensor(x_train, dtype=torch.float32)
-    y = torch.tensor(y_train, dtype=torch.float32)
+    X = torch.tensor(x_train, dtype=torch.float32).to(device)
+    y = torch.tensor(y_train, dtype=torch.float32).to(device)
     torch.manual_seed(2020)
-    model = nn.Sequential(nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 1024), nn.ReLU(), nn.Linear(1024, 1))
+    model = nn.Sequential(
+        nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 1024), nn.ReLU(), nn.Linear(1024, 1)
+    ).to(device)
     criterion = nn.BCEWithLogitsLoss()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     batch_size = 16
@@ -219,10 +224,11 @@ def baseline_s1(x_train: Any, y_train: Any, epochs: int = 10) -> dict[str, Any]:
     return {"final_loss": epoch_losses[-1]}
 
 
-def baseline_s4(root: Path, n_iters: int = 3000) -> dict[str, Any]:
+def baseline_s4(root: Path, n_iters: int = 3000, device: str = "cpu") -> dict[str, Any]:
     """torchvision MNIST + ToTensor + DataLoader(batch_size=100, shuffle=True), images.view(-1, 784),
     784 -> 100 -> 100 -> 100 -> 10 ReLU, SGD lr 0.1, test accuracy over the whole test loader
-    every 500 iterations. The final loss is the mean over the last epoch's batches."""
+    every 500 iterations. The final loss is the mean over the last epoch's batches. On a GPU the
+    model lives there and each batch is moved there, as the tutorial's GPU version does."""
     import torch
     import torchvision.transforms as transforms
     from torch import nn
@@ -249,7 +255,7 @@ def baseline_s4(root: Path, n_iters: int = 3000) -> dict[str, Any]:
         nn.Linear(100, 100),
         nn.ReLU(),
         nn.Linear(100, 10),
-    )
+    ).to(device)
     criterion = nn.CrossEntropyLoss()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
 
@@ -257,7 +263,8 @@ def baseline_s4(root: Path, n_iters: int = 3000) -> dict[str, Any]:
     for _epoch in range(num_epochs):
         epoch_losses = []
         for images, labels in train_loader:
-            images = images.view(-1, 28 * 28).requires_grad_()
+            images = images.view(-1, 28 * 28).to(device).requires_grad_()
+            labels = labels.to(device)
             optimizer.zero_grad()
             outputs = model(images)
             loss = criterion(outputs, labels)
@@ -268,10 +275,10 @@ def baseline_s4(root: Path, n_iters: int = 3000) -> dict[str, Any]:
             if iteration % 500 == 0:
                 correct, total = 0, 0
                 for test_images, test_labels in test_loader:
-                    outputs = model(test_images.view(-1, 28 * 28))
+                    outputs = model(test_images.view(-1, 28 * 28).to(device))
                     _, predicted = torch.max(outputs.data, 1)
                     total += test_labels.size(0)
-                    correct += (predicted == test_labels).sum().item()
+                    correct += (predicted.cpu() == test_labels).sum().item()
                 accuracy = correct / total
             if iteration >= n_iters:
                 break
@@ -294,18 +301,24 @@ def ours_params(
     tracking: bool = True,
     size: int | None = None,
     mnist: Path | None = None,
+    device: str = "cpu",
 ) -> dict[str, Any]:
     """The params dict our pipeline trains `workload` with: the named experiment, composed from
     conf/ exactly as `dvc exp run -S experiment=NAME` does, plus the benchmark's overrides.
     `size` replaces the workload's epochs (iterations for S4); `mnist` is S4's torchvision root
-    (default: the cache, written if missing)."""
+    (default: the cache, written if missing); `device` the baseline's (not `auto`, which would
+    train ours on a GPU while the baseline runs on the CPU)."""
     from pipeline.experiments import compose
 
     raw = compose(REPO, workload.experiment)
     size = workload.size if size is None else size
     # tracking.process stays `auto`: in this long-lived process, which has loaded MLflow, the
     # stage tracks in-process (a `pipeline train` command forks; the dvc_repro rows measure that)
-    overrides: dict[str, Any] = {"train.progress": "off", "tracking.enabled": tracking}
+    overrides: dict[str, Any] = {
+        "train.progress": "off",
+        "tracking.enabled": tracking,
+        "train.device": device,
+    }
     if workload.name == "s4":
         steps_per_epoch = MNIST_TRAIN // 100
         overrides.update(

@@ -4,6 +4,7 @@ identical to the plain loop. No timing is asserted here; `python -m benchmarks` 
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -27,24 +28,62 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def ours_final_loss(name: str, size: int, root) -> float:
+# every device this machine has: the suite's --device cuda trains both sides there
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+def ours_final_loss(name: str, size: int, root, device: str = "cpu") -> float:
     """Our real code path, as the suite runs it (tracking off: it does not touch the maths)."""
-    params = params_from_dict(W.ours_params(W.by_name(name, quick=True), tracking=False, size=size))
+    raw = W.ours_params(W.by_name(name, quick=True), tracking=False, size=size, device=device)
+    params = params_from_dict(raw)
+    assert params.train.device == device  # never `auto`: both sides on the same device
     layout = Layout(root)
     data(params, layout)
     split(params, layout)
     return train(params, layout)["train_loss"]
 
 
+def same_loss(ours: float, baseline: float, device: str) -> bool:
+    """Bit for bit on the CPU; on a GPU within the suite's tolerance (cuBLAS, fused optimizers)."""
+    if device == "cpu":
+        return ours == baseline
+    from benchmarks.suite import GPU_LOSS_TOLERANCE
+
+    return abs(ours - baseline) <= GPU_LOSS_TOLERANCE * abs(baseline)
+
+
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize(("name", "hidden", "epochs"), [("s0_small", 10, 20), ("s0_wide", 4096, 3)])
-def test_s0_baseline_and_ours_same_final_loss(name, hidden, epochs, workdir, one_thread):
-    baseline = W.baseline_s0(*W.blobs4_split(), hidden=hidden, epochs=epochs)["final_loss"]
-    assert ours_final_loss(name, epochs, workdir) == baseline
+def test_s0_baseline_and_ours_same_final_loss(name, hidden, epochs, device, workdir, one_thread):
+    baseline = W.baseline_s0(*W.blobs4_split(), hidden=hidden, epochs=epochs, device=device)["final_loss"]
+    ours = ours_final_loss(name, epochs, workdir, device)
+    assert same_loss(ours, baseline, device), (ours, baseline)
 
 
-def test_s1_baseline_and_ours_same_final_loss(workdir, one_thread):
-    baseline = W.baseline_s1(*W.blobs64(), epochs=1)["final_loss"]
-    assert ours_final_loss("s1", 1, workdir) == baseline
+@pytest.mark.parametrize("device", DEVICES)
+def test_s1_baseline_and_ours_same_final_loss(device, workdir, one_thread):
+    baseline = W.baseline_s1(*W.blobs64(), epochs=1, device=device)["final_loss"]
+    ours = ours_final_loss("s1", 1, workdir, device)
+    assert same_loss(ours, baseline, device), (ours, baseline)
+
+
+def test_device_cuda_runs_there_or_is_refused_in_one_line(tmp_path):
+    """`--device cuda`: on a machine without CUDA, one line and exit 2 before any work; with one,
+    a quick S0 small row trained there (both sides), its losses within the GPU tolerance."""
+    out = tmp_path / "rows.json"
+    command = [sys.executable, "-m", "benchmarks", "--device", "cuda", "--quick", "--only", "s0_small"]
+    proc = subprocess.run(
+        [*command, "--json", str(out)], cwd=REPO, capture_output=True, text=True, timeout=600
+    )
+    if not torch.cuda.is_available():
+        assert proc.returncode == 2
+        assert proc.stderr.strip().count("\n") == 0 and "no CUDA device" in proc.stderr, proc.stderr
+        assert proc.stdout == "" and not out.exists()
+        return
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (row,) = json.loads(out.read_text())
+    assert row["workload"] == "s0_small" and row["device"] == "cuda"
+    assert row["losses_close"] is True, row
 
 
 def test_named_experiments_describe_the_baselines(tmp_path):
