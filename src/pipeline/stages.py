@@ -102,7 +102,7 @@ def train(params: Params, layout: Layout = Layout()) -> dict[str, Any]:
 
 
 def _train(params: Params, layout: Layout, background: Any) -> dict[str, Any]:
-    from pipeline import __version__, checkpoints, gc_control
+    from pipeline import __version__, allocator, checkpoints, gc_control
     from pipeline.callbacks import Checkpointer, MetricLogger, ProgressBar
     from pipeline.model import build_model, head_size
     from pipeline.tracking import git_tags
@@ -152,6 +152,7 @@ def _train(params: Params, layout: Layout, background: Any) -> dict[str, Any]:
         tags["dvc_exp_name"] = exp
     tracker = start_tracker(background, params.tracking, params.to_dict(), tags, previous_run)
     write_json(layout.checkpoints / "run.json", {"run_id": tracker.run_id})
+    allocator.keep_freed_pages()  # a wide full-batch step reuses its activations' pages
     with gc_control.resumed():  # imports done: collections walk only what training allocates
         try:
             metric_logger = MetricLogger(
