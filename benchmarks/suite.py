@@ -375,6 +375,8 @@ def compare(workload: W.Workload, a: str, b: str, measured: dict[str, Any]) -> d
             if tolerance and deterministic and loss_a is not None and loss_b is not None
             else None
         ),
+        "a_minor_faults": median([r.get("minor_faults", 0) for r in ra]),
+        "b_minor_faults": median([r.get("minor_faults", 0) for r in rb]),
         "a_peak_rss_kb": max((r["peak_rss_kb"] for r in ra), default=None),
         "b_peak_rss_kb": max((r["peak_rss_kb"] for r in rb), default=None),
         "a_setup": measured["ready"].get(a),
@@ -434,7 +436,10 @@ def print_row(row: dict[str, Any]) -> None:
     print(f"  final loss: {a} {row['a_final_loss']!r}, {b} {row['b_final_loss']!r} ({verdict})")
     if "a_test_accuracy" in row:
         print(f"  final test accuracy: {a} {row['a_test_accuracy']}, {b} {row['b_test_accuracy']}")
-    print(f"  peak RSS: {a} {mb(row['a_peak_rss_kb'])}, {b} {mb(row['b_peak_rss_kb'])}")
+    print(
+        f"  peak RSS: {a} {mb(row['a_peak_rss_kb'])}, {b} {mb(row['b_peak_rss_kb'])}; page faults per "
+        f"run (median): {a} {row['a_minor_faults']:.0f}, {b} {row['b_minor_faults']:.0f}"
+    )
     if row["b_parts"]:
         parts = ", ".join(f"{k} {v:.3f}" for k, v in row["b_parts"].items())
         print(f"  inside {b}'s run (median s; nested ones counted in their callers too): {parts}")

@@ -36,6 +36,11 @@ def peak_rss_kb() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
 
 
+def minor_faults() -> int:
+    """Pages this process has faulted in so far (a freed block mapped again counts anew)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 class Probe:
     """Wall seconds spent in a few named functions of ours during one run (nested ones included
     in their callers' time too): where does a run of `stages.train` go?"""
@@ -302,7 +307,9 @@ def serve(spec: dict[str, Any], commands: TextIO, proto: TextIO) -> None:
                 gc.freeze()  # imports and set-up: out of every later collection (same for all sides)
                 answer(result)
             elif command == "run":
-                answer(side.run())
+                faults = minor_faults()
+                result = side.run()
+                answer({**result, "minor_faults": minor_faults() - faults})
             elif command == "profile":
                 answer(profile(side))
             else:
