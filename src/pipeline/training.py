@@ -24,6 +24,7 @@ from torch import nn
 from pipeline.backprop import DirectBackward, unsupported
 from pipeline.config import TrainConfig
 from pipeline.model import make_loss
+from pipeline.updates import plain_update
 
 
 @dataclass
@@ -128,8 +129,9 @@ def lean_step(optimizer: torch.optim.Optimizer, scheduler: Any = None) -> Callab
     """`optimizer.step` without the wrappers torch runs around it on every call (grad mode, a
     compiler graph break that imports torch._dynamo, 1.5 s, on the first call, a profiler scope,
     hook checks: about 100 us, a quarter of a small full-batch epoch): the optimizer's own update
-    code on the same tensors, so the same bits. The whole `step` where a wrapper matters: hooks,
-    a scheduler (it checks that `step` itself was called), `differentiable`."""
+    code on the same tensors, so the same bits; for Adam and SGD in their plain settings, their
+    update alone (`updates.plain_update`). The whole `step` where a wrapper matters: hooks, a
+    scheduler (it checks that `step` itself was called), `differentiable`."""
     body = inspect.unwrap(type(optimizer).step)
     registry = importlib.import_module("torch.optim.optimizer")  # global hooks live there
     hooks = (
@@ -146,13 +148,18 @@ def lean_step(optimizer: torch.optim.Optimizer, scheduler: Any = None) -> Callab
     ):
         return optimizer.step
 
+    update = plain_update(optimizer)  # Adam's and SGD's plain settings: their update alone
+
+    def own_step() -> Any:
+        return None if update is not None and update() else body(optimizer)
+
     def step() -> Any:
         if any(hooks):  # registered since: they run inside `step`
             return optimizer.step()
         if torch.is_grad_enabled():  # step's own wrapper turns it off, as the fit loop does
             with torch.no_grad():
-                return body(optimizer)
-        return body(optimizer)
+                return own_step()
+        return own_step()
 
     return step
 
