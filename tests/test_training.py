@@ -610,3 +610,26 @@ def test_direct_backward_is_refused_in_one_line_where_it_cannot_go(sections, wha
     with pytest.raises(ConfigError, match=rf"train\.backward.*{what}") as refused:
         check_combinations(config(**sections))
     assert "\n" not in str(refused.value)
+
+
+@pytest.mark.parametrize("loss", ["cross_entropy", "bce"])
+def test_metrics_count_right_answers_on_the_host_as_torch_does(loss):
+    """On the CPU the per-batch count of right answers is taken in NumPy on the same memory; it
+    equals torch's count (the device path), ties, NaN and infinities included."""
+    from pipeline.training import Metrics
+
+    generator = torch.Generator().manual_seed(0)
+    host, device_path = Metrics(loss, CPU), Metrics(loss, CPU)
+    device_path.on_host, device_path.sums = False, torch.zeros(3, dtype=torch.float64)
+    for _ in range(5):
+        columns = 4 if loss == "cross_entropy" else 1
+        outputs = torch.randint(-2, 3, (33, columns), generator=generator).float()  # ties
+        outputs[0, 0], outputs[1, -1], outputs[2, 0] = float("nan"), float("inf"), 0.0
+        if loss == "cross_entropy":
+            y = torch.randint(0, 4, (33,), generator=generator)
+        else:
+            y = torch.randint(0, 2, (33,), generator=generator).float()
+        batch_loss = torch.rand((), generator=generator)
+        host.add(outputs, y, batch_loss)
+        device_path.add(outputs, y, batch_loss)
+    assert host.read("train") == device_path.read("train")
