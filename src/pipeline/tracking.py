@@ -250,7 +250,7 @@ class Tracker:
             example = pd.DataFrame(example.astype("float64"), columns=record["feature_names"])
         import warnings
 
-        from pipeline import model_code, serving
+        from pipeline import model_code
 
         with (
             warnings.catch_warnings(),
@@ -259,6 +259,8 @@ class Tracker:
             model_code.staged() as code,
         ):
             warnings.simplefilter("ignore", UserWarning)  # MLflow nags about type hints; we sign
+            from pipeline import serving
+
             info = _mlflow().pyfunc.log_model(
                 name=name,
                 python_model=serving.__file__,

@@ -207,18 +207,14 @@ class Metrics:
         """One batch: its mean loss, outputs and targets (no grad needed)."""
         n = len(y)
         self.count += n
+        second: Any
         if self.on_host and self.loss_name in ("cross_entropy", "bce"):
             # the count of right answers, an integer, in NumPy on views of the same memory: a
             # few microseconds where torch's five small ops take twenty (a tenth of a small step)
             out, target = outputs.detach().numpy(), y.numpy()
-            if self.loss_name == "cross_entropy":
-                hits = out.argmax(axis=1) == target
-            else:
-                hits = (out[:, 0] > 0) == target
-            self.sums[0] += loss.item() * n  # float32 -> float64, exact, then times n
-            self.sums[1] += int(hits.sum())
-            return
-        if self.loss_name == "cross_entropy":
+            hits = out.argmax(axis=1) if self.loss_name == "cross_entropy" else out[:, 0] > 0
+            second, third = int((hits == target).sum()), None
+        elif self.loss_name == "cross_entropy":
             second, third = (outputs.argmax(dim=1) == y).sum(), None
         elif self.loss_name == "bce":
             second, third = ((outputs[:, 0] > 0).float() == y).sum(), None
@@ -228,7 +224,7 @@ class Metrics:
         if self.on_host:
             sums = self.sums
             sums[0] += loss.item() * n  # float32 -> float64, exact, then times n: as loss.double() * n
-            sums[1] += second.item()
+            sums[1] += second if isinstance(second, int) else second.item()
             if third is not None:
                 sums[2] += third.item()
             return
