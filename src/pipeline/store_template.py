@@ -9,14 +9,6 @@ MLflow then opens the copy as any store it made: it checks the schema revision a
 default experiment, with the artifact root of the new store. Anything unusual (not a local
 SQLite file, a file already there, no folder for it, an unwritable cache, MLflow's internals
 moved) leaves the store to MLflow, as before.
-
-The template is in SQLite's write-ahead-log mode (a setting kept in the file, so every copy has
-it), as MLflow's own `fs2db` migration leaves the stores it writes: MLflow commits every session,
-and a commit syncs the disk once instead of two or three times (1.0-1.4 ms -> 0.5 ms here; about
-65 commits in a 2000-epoch run with four checkpoint models), and readers (`mlflow ui` during a
-training, queued experiments) no longer wait for writers. SQLite keeps `mlflow.db-wal` and
-`mlflow.db-shm` beside the store while it is open; like any SQLite store, it belongs on a local
-disk of the machine that uses it.
 """
 
 from __future__ import annotations
@@ -25,8 +17,6 @@ import contextlib
 import os
 import shutil
 from pathlib import Path
-
-JOURNAL_MODE = "wal"  # kept in the file: every store copied from the template has it
 
 
 def sqlite_file(uri: str) -> Path | None:
@@ -71,7 +61,7 @@ def _template() -> Path | None:
     except ImportError:  # MLflow's internals moved: it creates its stores itself
         return None
     revision = _get_latest_schema_revision()
-    template = cache_folder() / f"mlflow-{mlflow.__version__}-{revision}-{JOURNAL_MODE}.db"
+    template = cache_folder() / f"mlflow-{mlflow.__version__}-{revision}.db"
     if template.is_file():
         return template
     template.parent.mkdir(parents=True, exist_ok=True)
@@ -80,14 +70,9 @@ def _template() -> Path | None:
     engine = sqlalchemy.create_engine(f"sqlite:///{partial}")
     try:
         _initialize_tables(engine)  # MLflow's own: the initial tables, then every migration
-        with engine.connect() as connection:
-            mode = connection.exec_driver_sql(f"PRAGMA journal_mode={JOURNAL_MODE}").scalar()
-        engine.dispose()  # the last connection closed: the log is folded into the file
-        if mode == JOURNAL_MODE:  # else a file system without it: MLflow makes its own stores
-            with contextlib.suppress(OSError):
-                os.replace(partial, template)  # whole or not at all; a racing maker wrote the same
     finally:
         engine.dispose()
-        for leftover in (partial, Path(f"{partial}-wal"), Path(f"{partial}-shm")):
-            leftover.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        os.replace(partial, template)  # whole or not at all; a racing maker wrote the same
+    partial.unlink(missing_ok=True)
     return template if template.is_file() else None
