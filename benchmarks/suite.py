@@ -754,12 +754,16 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 
 def device_problem(device: str) -> str | None:
-    """Why the workloads cannot train on `device` here (None: they can)."""
-    if device == "cpu":
-        return None
-    import torch
+    """Why the workloads cannot train on `device` here (None: they can): the pipeline's own check
+    of `train.device` (imports torch only for an accelerator)."""
+    from pipeline.config import check_device
+    from pipeline.errors import ConfigError
 
-    if not torch.cuda.is_available():
+    try:
+        check_device(device)
+    except ConfigError:
+        import torch
+
         built = f"torch {torch.__version__}, CUDA {torch.version.cuda or 'not built in'}"
         return f"--device {device}: no CUDA device on this machine ({built}); leave it out to run on the CPU"
     return None

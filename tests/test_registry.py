@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
-from conftest import tiny_params
+from conftest import run_script, tiny_params
 
 from pipeline import stages
 from pipeline.cli import main
@@ -382,9 +382,6 @@ def test_a_logged_model_carries_only_the_code_it_serves_and_runs_from_it(in_trai
     """The model's code folder holds serving.py and what it imports (pipeline.model_code), and a
     fresh Python that loads it imports every `pipeline` module from there: none is missing (the
     model's `pipeline` package shadows the installed one, so a missing module fails the load)."""
-    import subprocess
-    import sys
-
     import mlflow
 
     from pipeline import model_code
@@ -401,20 +398,13 @@ def test_a_logged_model_carries_only_the_code_it_serves_and_runs_from_it(in_trai
     script = """
 import json, sys
 import numpy as np, pandas as pd, mlflow.pyfunc
-model = mlflow.pyfunc.load_model(sys.argv[1])
-answer = model.predict(pd.DataFrame(np.load(sys.argv[2]), columns=sys.argv[3].split(",")))
+model = mlflow.pyfunc.load_model(sys.argv[2])
+answer = model.predict(pd.DataFrame(np.load(sys.argv[3]), columns=sys.argv[4].split(",")))
 ours = [m for n, m in sys.modules.items() if n.split(".")[0] == "pipeline"]
 files = {m.__name__: m.__file__ for m in ours if getattr(m, "__file__", None)}
 print(json.dumps({"labels": [str(v) for v in answer["label"]], "files": files}))
 """
-    out = subprocess.run(
-        [sys.executable, "-c", script, str(local), str(rows), ",".join(in_trained["names"])],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    found = json.loads(out.stdout.strip().splitlines()[-1])
+    found = json.loads(run_script(script, tmp_path, str(local), str(rows), ",".join(in_trained["names"])))
     assert found["labels"] == [str(v) for v in reference["label"]]
     assert {"pipeline", "pipeline.checkpoints", "pipeline.evaluation"} <= set(found["files"])
     outside = {n: f for n, f in found["files"].items() if not Path(f).resolve().is_relative_to(code)}

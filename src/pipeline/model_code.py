@@ -62,7 +62,7 @@ def _files_of(name: str) -> list[str]:
     parts = name.split(".")[1:]
     files = []
     for depth in range(len(parts) + 1):
-        folder = Path(*parts[:depth]) if depth else Path()
+        folder = Path(*parts[:depth])
         if (PACKAGE / folder / "__init__.py").is_file():
             files.append((folder / "__init__.py").as_posix())
         elif depth == len(parts) and (PACKAGE / folder.with_suffix(".py")).is_file():

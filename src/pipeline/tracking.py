@@ -556,7 +556,8 @@ def existing_store(wanted: str) -> str:
     """The tracking URI, refused when it names a local SQLite file that does not exist (reading
     from it would only create an empty store)."""
     uri = tracking_uri()
-    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+    database = sqlite_file(uri)
+    if database is not None and not database.is_file():
         raise PipelineError(
             f"{wanted}: no MLflow store at {uri}: train a model first, or set MLFLOW_TRACKING_URI"
         )
