@@ -86,6 +86,8 @@ class Tracker:
         # step -> ids of the models logged at that step, whose metrics are linked as they are sent
         self._links: dict[int, list[str]] = {}
         self._pending_tags: dict[str, str] = {}
+        self._sent_unlinked: dict[int, list[Any]] = {}  # the newest step's rows sent without a model
+        self._checkpoints: Any = None  # CheckpointModels, on the first checkpoint
         self.experiment_id: str | None = None
 
     @property
@@ -208,6 +210,9 @@ class Tracker:
                 tags = []
         if tags:
             client.log_batch(self.run_id, tags=tags)
+        newest = max((m.step for m in rows if m.model_id is None), default=None)
+        if newest is not None:  # a model logged later at this step links them (see log_checkpoint)
+            self._sent_unlinked = {newest: [m for m in rows if m.step == newest and m.model_id is None]}
         self._pending, self._pending_tags = [], {}
         self._last_flush = time.monotonic()
 
@@ -244,34 +249,8 @@ class Tracker:
         `example`: a few feature rows (an array), shown and served as the model's input example."""
         if not self.enabled:
             return None
-        if example is not None:
-            import pandas as pd
-
-            example = pd.DataFrame(example.astype("float64"), columns=record["feature_names"])
-        import warnings
-
-        from pipeline import model_code
-
-        with (
-            warnings.catch_warnings(),
-            _requirements_checked_by_name(),
-            _example_served_by_tests(),
-            model_code.staged() as code,
-        ):
-            warnings.simplefilter("ignore", UserWarning)  # MLflow nags about type hints; we sign
-            from pipeline import serving
-
-            info = _mlflow().pyfunc.log_model(
-                name=name,
-                python_model=serving.__file__,
-                artifacts={"model": str(model_file)},
-                code_paths=[code],  # serving.py and what it imports: the package's served part
-                signature=serving.signature(record),
-                input_example=example,
-                pip_requirements=serving.pip_requirements(),
-                step=step,
-                tags=tags,
-            )
+        with _pyfunc_arguments(model_file, record, example) as arguments:
+            info = _mlflow().pyfunc.log_model(name=name, step=step, tags=tags, **arguments)
         self._links.setdefault(step, []).append(info.model_id)  # its step's metrics still to send
         return info
 
@@ -282,10 +261,42 @@ class Tracker:
         if not self.enabled or not self.cfg.log_checkpoints:
             return
         tags = {"checkpoint_epoch": str(epoch), "checkpoint_score": repr(score)}
-        self.log_model(path, record, name=f"checkpoint-{epoch:06d}", step=epoch, tags=tags)
+        name = f"checkpoint-{epoch:06d}"
+        if (models := self._checkpoint_models(path, record)) is not None:
+            model_id = models.log(path, name, epoch, tags)
+            self._links.setdefault(epoch, []).append(model_id)
+            self._link_sent_rows(epoch, model_id)
+        else:
+            self.log_model(path, record, name=name, step=epoch, tags=tags)
         keep = self.cfg.keep_checkpoints
         if keep:
             self._keep_best_checkpoints(keep, larger_is_better)
+
+    def _checkpoint_models(self, path: Path, record: dict[str, Any]) -> Any:
+        """This run's `CheckpointModels`, its folder made from `path`; None: MLflow's own way."""
+        from pipeline import serving
+        from pipeline.checkpoint_models import CheckpointModels
+
+        if self._checkpoints is None:
+            experiment_id = self.experiment_id or _mlflow().get_run(self.run_id).info.experiment_id
+            self._checkpoints = CheckpointModels(_mlflow().MlflowClient(), str(self.run_id), experiment_id)
+
+        def save(folder: Path) -> None:
+            with _pyfunc_arguments(path, record) as arguments:
+                _mlflow().pyfunc.save_model(str(folder), **arguments)
+
+        ready = self._checkpoints.ready(path, serving.signature(record), save)
+        return self._checkpoints if ready else None
+
+    def _link_sent_rows(self, step: int, model_id: str) -> None:
+        """Rows of `step` sent before its model was logged (a timed flush), linked to it now: what
+        MLflow's `Model.log` does for the metrics of a model's step already in the run."""
+        from mlflow.entities import Metric
+
+        rows = self._sent_unlinked.get(step)
+        if rows:
+            linked = [Metric(m.key, m.value, m.timestamp, m.step, model_id=model_id) for m in rows]
+            _mlflow().MlflowClient().log_batch(self.run_id, metrics=linked)
 
     def _logged_checkpoints(self, client: Any) -> list[Any]:
         """This run's checkpoints logged as models, those of a killed process before a resume too."""
@@ -400,6 +411,39 @@ def _experiment_id(mlflow: Any, name: str, uri: str) -> str:
             if "already exists" not in str(exc) and "UNIQUE constraint" not in str(exc):
                 raise
     raise PipelineError(f"MLflow at {uri}: experiment {name!r} can neither be found nor created")
+
+
+@contextmanager
+def _pyfunc_arguments(
+    model_file: Path, record: dict[str, Any], example: Any = None
+) -> Iterator[dict[str, Any]]:
+    """What `pyfunc.log_model` and `save_model` get for one of our model files, with MLflow set up
+    for them (see the two context managers below) for the duration."""
+    import warnings
+
+    from pipeline import model_code
+
+    if example is not None:
+        import pandas as pd
+
+        example = pd.DataFrame(example.astype("float64"), columns=record["feature_names"])
+    with (
+        warnings.catch_warnings(),
+        _requirements_checked_by_name(),
+        _example_served_by_tests(),
+        model_code.staged() as code,
+    ):
+        warnings.simplefilter("ignore", UserWarning)  # MLflow nags about type hints; we sign
+        from pipeline import serving
+
+        yield {
+            "python_model": serving.__file__,
+            "artifacts": {"model": str(model_file)},
+            "code_paths": [code],  # serving.py and what it imports: the package's served part
+            "signature": serving.signature(record),
+            "input_example": example,
+            "pip_requirements": serving.pip_requirements(),
+        }
 
 
 _INSTALLED_VERSIONS: dict[tuple[str, str | None], str] = {}

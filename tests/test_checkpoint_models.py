@@ -1,0 +1,174 @@
+"""Checkpoints logged as models from one folder per run (`pipeline.checkpoint_models`) hold what
+`mlflow.pyfunc.log_model` would have logged for the same file, serve the same answers, and get
+their step's metrics even when those were sent before the model."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from pipeline import stages, tracking
+from pipeline.checkpoint_models import ModelFolder
+from pipeline.checkpoints import load_model
+from pipeline.files import read_json
+from pipeline.stages import Layout
+
+NAME = "ckpt-models"
+CHANGING = ("model_id", "model_uuid", "artifact_path", "utc_time_created")  # per logged model
+
+
+def _client() -> Any:
+    import mlflow
+
+    return mlflow.MlflowClient(tracking_uri=os.environ["MLFLOW_TRACKING_URI"])
+
+
+def _train(make_params: Any, root: Path, **train: Any) -> dict[str, Any]:
+    params = make_params(
+        tracking={"enabled": True, "experiment": NAME, "log_checkpoints": True, "keep_checkpoints": 0},
+        train={"epochs": 3, "checkpoint_every": 1, **train},
+    )
+    layout = Layout(root)
+    stages.data(params, layout)
+    stages.split(params, layout)
+    stages.train(params, layout)
+    return {"params": params, "layout": layout, "run_id": read_json(layout.run)["run_id"]}
+
+
+def _models(client: Any, run_id: str) -> list[Any]:
+    experiment_id = client.get_run(run_id).info.experiment_id
+    found = client.search_logged_models(experiment_ids=[experiment_id])
+    return [m for m in found if m.source_run_id == run_id]
+
+
+def _folder(client: Any, model: Any, into: Path) -> dict[str, Any]:
+    """relative path -> bytes, and MLmodel as a dict, of a logged model's artifacts."""
+    import mlflow
+
+    root = Path(mlflow.artifacts.download_artifacts(f"models:/{model.model_id}", dst_path=str(into)))
+    files = {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    return {"files": files, "mlmodel": yaml.safe_load(files.pop("MLmodel"))}
+
+
+def test_a_checkpoint_model_holds_what_pyfunc_log_model_logs_for_its_file(workdir, make_params, tmp_path):
+    import mlflow
+
+    trained = _train(make_params, workdir)
+    run_id, layout = trained["run_id"], trained["layout"]
+    client = _client()
+    ours = {m.name: m for m in _models(client, run_id)}["checkpoint-000002"]
+    path = layout.checkpoints / "epoch_000002.pt"
+    _, record = load_model(path)
+    tags = {k: v for k, v in ours.tags.items() if k.startswith("checkpoint_")}
+    with mlflow.start_run(run_id=run_id):  # MLflow's own way, into the same run, at the same step
+        reference = tracking.Tracker(trained["params"].tracking, run_id).log_model(
+            path, record, name="checkpoint-000002", step=2, tags=tags
+        )
+    theirs = client.get_logged_model(reference.model_id)
+
+    # the logged model: same name, tags (MLflow's context tags too), params, state, run and step
+    assert theirs.model_id != ours.model_id
+    for field in ("name", "tags", "params", "status", "source_run_id", "experiment_id", "model_type"):
+        assert getattr(ours, field) == getattr(theirs, field), field
+    assert str(ours.status) in ("READY", "LoggedModelStatus.READY")
+    assert len(ours.params) > 50, "the run's params, copied into the model as Model.log does"
+    steps = {o.model_id: o.step for o in client.get_run(run_id).outputs.model_outputs}
+    assert steps[ours.model_id] == steps[theirs.model_id] == 2
+
+    # its artifacts: the same files, byte for byte; MLmodel the same but for its own ids and time
+    mine = _folder(client, ours, tmp_path / "ours")
+    reference_folder = _folder(client, theirs, tmp_path / "ref")
+    assert mine["files"] == reference_folder["files"]
+    assert "artifacts/epoch_000002.pt" in mine["files"]
+    assert mine["files"]["artifacts/epoch_000002.pt"] == path.read_bytes()
+    assert {k: v for k, v in mine["mlmodel"].items() if k not in CHANGING} == {
+        k: v for k, v in reference_folder["mlmodel"].items() if k not in CHANGING
+    }
+    assert mine["mlmodel"]["model_id"] == mine["mlmodel"]["model_uuid"] == ours.model_id
+    assert mine["mlmodel"]["artifact_path"] == ours.artifact_location
+    assert mine["mlmodel"]["utc_time_created"] != reference_folder["mlmodel"]["utc_time_created"]
+
+    # and it serves the same answers as the checkpoint file
+    rows = np.random.default_rng(0).normal(size=(5, record["n_inputs"]))
+    frame = pd.DataFrame(rows, columns=record["feature_names"])
+    served = mlflow.pyfunc.load_model(f"models:/{ours.model_id}").predict(frame)
+    expected = mlflow.pyfunc.load_model(f"models:/{theirs.model_id}").predict(frame)
+    assert served.equals(expected)
+
+
+def test_each_checkpoint_model_carries_its_own_weights(workdir, make_params, tmp_path, monkeypatch):
+    through_mlflow: list[str] = []  # models logged by pyfunc.log_model: the final one only
+    original = tracking.Tracker.log_model
+
+    def counted(self: Any, *args: Any, **kwargs: Any) -> Any:
+        through_mlflow.append(kwargs.get("name", "model"))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(tracking.Tracker, "log_model", counted)
+    trained = _train(make_params, workdir)
+    assert through_mlflow == ["model"]
+    client = _client()
+    models = {m.name: m for m in _models(client, trained["run_id"])}
+    assert {"checkpoint-000001", "checkpoint-000002", "checkpoint-000003", "model"} <= set(models)
+    for epoch in (1, 2, 3):
+        folder = _folder(client, models[f"checkpoint-{epoch:06d}"], tmp_path / str(epoch))
+        name = f"epoch_{epoch:06d}.pt"
+        weights = [k for k in folder["files"] if k.startswith("artifacts/")]
+        assert weights == [f"artifacts/{name}"], weights
+        assert folder["files"][weights[0]] == (trained["layout"].checkpoints / name).read_bytes()
+        entry = folder["mlmodel"]["flavors"]["python_function"]["artifacts"]["model"]
+        assert entry == {"path": f"artifacts/{name}", "uri": str(trained["layout"].checkpoints / name)}
+
+
+def test_metrics_sent_before_their_checkpoint_model_are_linked_to_it(workdir, make_params, monkeypatch):
+    """A long run sends its buffered metrics every FLUSH_SECONDS, which can fall between an
+    epoch's metrics and its checkpoint: the model still gets them, as Model.log would link them."""
+    monkeypatch.setattr(tracking, "FLUSH_SECONDS", -1.0)  # every epoch's metrics go out at once
+    trained = _train(make_params, workdir)
+    client = _client()
+    models = {m.name: m for m in _models(client, trained["run_id"])}
+    for epoch in (1, 2, 3):
+        linked = models[f"checkpoint-{epoch:06d}"].metrics or []
+        assert {m.key for m in linked} >= {"train_loss", "val_loss"}, (epoch, linked)
+        assert {m.step for m in linked} == {epoch}
+    history = client.get_metric_history(trained["run_id"], "val_loss")
+    assert sorted(m.step for m in history) == [1, 2, 3], "each epoch once in the run's history"
+
+
+def test_a_failed_upload_leaves_the_model_failed_and_says_so(workdir, make_params, monkeypatch):
+    import mlflow
+
+    def refuse(self: Any, model_id: str, local_dir: str, artifact_path: str | None = None) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(mlflow.MlflowClient, "log_model_artifacts", refuse)
+    with pytest.raises(OSError, match="disk full"):
+        _train(make_params, workdir)
+    client = _client()
+    run = client.search_runs([client.get_experiment_by_name(NAME).experiment_id])[0]
+    failed = [m for m in _models(client, run.info.run_id) if m.name.startswith("checkpoint-")]
+    assert [str(m.status) for m in failed] in (["FAILED"], ["LoggedModelStatus.FAILED"]), failed
+    assert run.info.status == "FAILED"
+
+
+def test_an_unexpected_model_folder_leaves_checkpoints_to_mlflow(workdir, make_params, monkeypatch):
+    """If a future MLflow lays the folder out otherwise, checkpoints take `pyfunc.log_model`."""
+    monkeypatch.setattr(ModelFolder, "saved", classmethod(lambda cls, model_file, save: None))
+    calls: list[str] = []
+    original = tracking.Tracker.log_model
+
+    def counted(self: Any, *args: Any, **kwargs: Any) -> Any:
+        calls.append(kwargs.get("name", "model"))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(tracking.Tracker, "log_model", counted)
+    trained = _train(make_params, workdir)
+    assert calls == ["checkpoint-000001", "checkpoint-000002", "checkpoint-000003", "model"]
+    names = {m.name for m in _models(_client(), trained["run_id"])}
+    assert names == {"checkpoint-000001", "checkpoint-000002", "checkpoint-000003", "model"}
