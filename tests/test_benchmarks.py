@@ -105,3 +105,28 @@ def test_entry_point_help():
     )
     assert proc.returncode == 0, proc.stderr
     assert "--quick" in proc.stdout and "--json" in proc.stdout
+
+
+def test_the_probe_counts_every_logged_model_as_model_logging(workdir, one_thread):
+    """The tracking row subtracts model logging (MODEL_LOGGING_PARTS): checkpoints logged as models
+    (checkpoint_models, not pyfunc.log_model) must be among the parts it subtracts."""
+    import mlflow  # noqa: F401  (imported, as in the suite's sides: tracking stays in this process)
+
+    from benchmarks.suite import MODEL_LOGGING_PARTS
+    from benchmarks.worker import Probe
+
+    raw = W.ours_params(W.by_name("s0_small", quick=True), tracking=True, size=4)
+    raw["train"]["checkpoint_every"] = 2
+    params = params_from_dict(raw)
+    layout = Layout(workdir)
+    data(params, layout)
+    split(params, layout)
+    probe = Probe()
+    probe.install()
+    train(params, layout)
+    parts = probe.take()
+    assert parts.get("log_checkpoint_model", 0) > 0 and parts["log_model"] > 0, parts
+    assert parts["log_checkpoint_model"] <= parts["log_checkpoint"], parts  # nested in it
+    logging = sum(parts.get(name, 0.0) for name in MODEL_LOGGING_PARTS)
+    expected = parts["log_checkpoint_model"] + parts["log_model"] + parts["register_model"]
+    assert logging == pytest.approx(expected), parts
