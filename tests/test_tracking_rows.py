@@ -1,0 +1,96 @@
+"""The tracker's own writes to a local store (`tracking._write_rows`: one transaction per flush,
+the run's end with the last) leave the run exactly as MLflow's client calls do."""
+
+from __future__ import annotations
+
+import itertools
+import sqlite3
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from pipeline import tracking
+from pipeline.config import TrackingConfig
+
+
+def _logged_run(monkeypatch: pytest.MonkeyPatch, direct: bool, status: str) -> dict[str, Any]:
+    """A run as a training logs it: params, tags, metric curves with NaN and inf, models at two
+    steps (two at the last), a mid-run flush, tags at the end; what MLflow shows of it."""
+    import mlflow
+    from mlflow.entities import LoggedModelOutput
+
+    if not direct:
+        monkeypatch.setattr(tracking, "_sql_store", lambda: None)
+    clock = itertools.count(1_700_000_000_000)  # the same metric timestamps on both paths
+    monkeypatch.setattr(
+        tracking, "time", SimpleNamespace(time=lambda: next(clock) / 1000, monotonic=time.monotonic)
+    )
+    params = {"train": {"lr": 0.1, "epochs": 4, "betas": [0.9, 0.999]}, "model": {"hidden": [8]}}
+    tracker = tracking.Tracker.start(TrackingConfig(experiment="rows"), params, {"device": "cpu"})
+    client = mlflow.MlflowClient()
+    names = {}
+    for step in range(1, 5):
+        tracker.log_metrics({"train_loss": 1.0 / step, "val_loss": float("nan") if step == 2 else 2.0}, step)
+        tracker.log_metrics({"big": float("inf")}, step)
+        if step == 2:
+            tracker.flush()  # a long run's live curve: before the models of later steps
+        if step >= 3:
+            for name in ("checkpoint", "model")[: step - 2]:
+                model = client.create_logged_model(tracker.experiment_id, name=f"{name}-{step}")
+                client.log_outputs(tracker.run_id, [LoggedModelOutput(model.model_id, step)])
+                tracker._links.setdefault(step, []).append(model.model_id)
+                names[model.model_id] = model.name
+    tracker.set_tags({"stop_reason": "epochs"})
+    tracker.finish(status)
+    run = client.get_run(tracker.run_id)
+    database = sqlite3.connect(tracking.sqlite_file(tracking.tracking_uri()))
+    rows = database.execute(
+        "SELECT model_id, metric_name, metric_value, metric_step, metric_timestamp_ms, experiment_id"
+        " FROM logged_model_metrics WHERE run_id = ?",
+        (tracker.run_id,),
+    )
+    return {
+        "status": run.info.status,
+        "ended": run.info.end_time is not None,
+        "active": mlflow.active_run() is not None,
+        "params": run.data.params,
+        "tags": {k: v for k, v in run.data.tags.items() if k != "mlflow.runName"},
+        "latest": {k: repr(v) for k, v in run.data.metrics.items()},
+        "history": {
+            key: sorted(
+                (m.step, m.timestamp, repr(m.value)) for m in client.get_metric_history(run.info.run_id, key)
+            )
+            for key in ("train_loss", "val_loss", "big")
+        },
+        "model_rows": sorted((names[m], *rest) for m, *rest in rows),
+    }
+
+
+@pytest.mark.parametrize("status", ["FINISHED", "FAILED"])
+def test_direct_writes_leave_the_run_as_mlflows_client_calls_do(workdir: Path, monkeypatch, status):
+    direct = _logged_run(monkeypatch, True, status)
+    with monkeypatch.context() as patched:
+        through_client = _logged_run(patched, False, status)
+    assert direct == through_client
+    assert direct["status"] == status and direct["ended"] and not direct["active"]
+    assert len(direct["model_rows"]) == 3 * 3  # step 3: one model, step 4: two; three metrics each
+
+
+def test_a_row_the_run_has_already_goes_through_mlflows_client(workdir: Path):
+    """A re-sent row (a retried flush) is no error: the transaction is undone and MLflow's
+    client calls sort the duplicate out."""
+    import mlflow
+
+    tracker = tracking.Tracker.start(TrackingConfig(experiment="rows"), {}, {})
+    tracker.log_metrics({"loss": 1.0}, 1)
+    sent = list(tracker._pending)
+    tracker.flush()
+    tracker._pending = [*sent, *tracker._pending]
+    tracker.log_metrics({"loss": 0.5}, 2)
+    tracker.finish()
+    history = mlflow.MlflowClient().get_metric_history(tracker.run_id, "loss")
+    assert sorted((m.step, m.value) for m in history) == [(1, 1.0), (2, 0.5)]
+    assert mlflow.MlflowClient().get_run(tracker.run_id).info.status == "FINISHED"
