@@ -140,13 +140,15 @@ class Tracker:
             return cls(cfg)
         mlflow = open_store(tracking_uri())
         try:
-            mlflow.start_run(run_id=run_id)
+            run = mlflow.start_run(run_id=run_id)
         except mlflow.exceptions.MlflowException as exc:
             raise PipelineError(
                 f"MLflow run {run_id} from models/run.json cannot be opened at {tracking_uri()}: "
                 f"{str(exc).splitlines()[0]}; re-run `pipeline train`"
             ) from None
-        return cls(cfg, run_id)
+        tracker = cls(cfg, run_id)
+        tracker.experiment_id = run.info.experiment_id  # the rows' one transaction needs it
+        return tracker
 
     def info(self) -> dict[str, Any]:
         if not self.enabled:
