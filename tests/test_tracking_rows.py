@@ -1,4 +1,4 @@
-"""The tracker's own writes to a local store (`tracking._write_rows`: one transaction per flush,
+"""The tracker's own writes to a local store (`store_rows.write`: one transaction per flush,
 the run's end with the last) leave the run exactly as MLflow's client calls do."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from pipeline import tracking
+from pipeline import store_rows, tracking
 from pipeline.config import TrackingConfig
 
 
@@ -23,7 +23,7 @@ def _logged_run(monkeypatch: pytest.MonkeyPatch, direct: bool, status: str) -> d
     from mlflow.entities import LoggedModelOutput
 
     if not direct:
-        monkeypatch.setattr(tracking, "_sql_store", lambda: None)
+        monkeypatch.setattr(store_rows, "sql_store", lambda: None)
     clock = itertools.count(1_700_000_000_000)  # the same metric timestamps on both paths
     monkeypatch.setattr(
         tracking, "time", SimpleNamespace(time=lambda: next(clock) / 1000, monotonic=time.monotonic)

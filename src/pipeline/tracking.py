@@ -11,11 +11,12 @@ import os
 import random
 import subprocess
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from pipeline import store_rows
 from pipeline.config import TrackingConfig
 from pipeline.errors import PipelineError
 from pipeline.store_template import seed, sqlite_file
@@ -167,7 +168,7 @@ class Tracker:
             return
         mlflow = _mlflow()
         flat = {k: v[:6000] for k, v in flatten(params).items()}
-        if new_run and flat and _write_rows(self.run_id, self.experiment_id, params=flat):
+        if new_run and flat and store_rows.write(self.run_id, self.experiment_id, params=flat):
             return
         existing = {} if new_run else mlflow.get_run(self.run_id).data.params
         new = {k: v for k, v in flat.items() if k not in existing}
@@ -197,7 +198,7 @@ class Tracker:
         with `status`, also end the run (True: it was ended here)."""
         if not self.enabled or not (self._pending or self._pending_tags or status):
             return False
-        ended = _write_rows(
+        ended = store_rows.write(
             self.run_id, self.experiment_id, self._pending, self._links, self._pending_tags, status=status
         )
         if not ended:
@@ -380,149 +381,8 @@ class Tracker:
     def finish(self, status: str = "FINISHED") -> None:
         if not self.enabled:
             return
-        if not (self.flush(status) and _forget_active_run(self.run_id)):
+        if not (self.flush(status) and store_rows.leave_active_run(self.run_id)):
             _mlflow().end_run(status=status)
-
-
-def _write_rows(
-    run_id: str | None,
-    experiment_id: str | None,
-    metrics: Sequence[Any] = (),
-    links: dict[int, list[str]] | None = None,
-    tags: dict[str, str] | None = None,
-    params: dict[str, str] | None = None,
-    status: str | None = None,
-) -> bool:
-    """Params, metric rows (each also for every model logged at its step), tags and the run's end
-    in one transaction of MLflow's own SQLAlchemy store, the rows as one multi-row INSERT per
-    table: what the client's calls write (validated by MLflow's checks, `latest_metrics` by
-    MLflow's own update), without their per-row ORM objects and one session per table per call
-    (80 % of a flush's time). False, nothing written: a store that is no local database (a
-    server), an MLflow whose store no longer has these parts, or a row already in the run (the
-    client's calls sort those out)."""
-    store = _sql_store()
-    if store is None or not run_id or experiment_id is None:
-        return False
-    import math
-
-    from mlflow.entities import Param, RunStatus, RunTag
-    from mlflow.exceptions import MlflowException
-    from mlflow.store.tracking.dbmodels import models as db
-    from mlflow.tracking.fluent import get_active_model_id
-    from mlflow.utils.time import get_current_time_millis
-    from mlflow.utils.validation import _validate_batch_log_data
-    from sqlalchemy import insert
-
-    metrics, param_list, tag_list = _validate_batch_log_data(
-        metrics,
-        [Param(k, v) for k, v in (params or {}).items()],
-        [RunTag(k, v) for k, v in (tags or {}).items()],
-    )
-    if any(tag.key == "mlflow.runName" for tag in tag_list):  # MLflow renames the run too
-        return False
-    active_model = get_active_model_id()  # what the client gives rows without a model
-    metric_rows, model_rows, newest, seen = [], [], {}, set()
-    for m in metrics:
-        nan = math.isnan(m.value)
-        value = 0.0 if nan else max(min(m.value, 1.7976931348623157e308), -1.7976931348623157e308)
-        if (m.key, m.timestamp, m.step, value, nan) in seen:
-            continue
-        seen.add((m.key, m.timestamp, m.step, value, nan))
-        row = {
-            "run_uuid": run_id,
-            "key": m.key,
-            "value": value,
-            "timestamp": m.timestamp,
-            "step": m.step,
-            "is_nan": nan,
-        }
-        metric_rows.append(row)
-        held = newest.get(m.key)
-        if held is None or (m.step, m.timestamp, value) > (held["step"], held["timestamp"], held["value"]):
-            newest[m.key] = row
-        models = (links or {}).get(m.step) or ([active_model] if active_model else [])
-        model_rows += [
-            {
-                "model_id": model_id,
-                "metric_name": m.key,
-                "metric_timestamp_ms": m.timestamp,
-                "metric_step": m.step,
-                "metric_value": value,
-                "experiment_id": int(experiment_id),
-                "run_id": run_id,
-                "dataset_uuid": None,
-                "dataset_name": None,
-                "dataset_digest": None,
-            }
-            for model_id in models
-        ]
-    try:
-        with store.ManagedSessionMaker(read_only=False) as session:
-            run = store._get_run(run_uuid=run_id, session=session)
-            store._check_run_is_active(run)
-            if param_list:
-                session.execute(
-                    insert(db.SqlParam.__table__),
-                    [{"run_uuid": run_id, "key": p.key, "value": p.value} for p in param_list],
-                )
-            if metric_rows:
-                session.execute(insert(db.SqlMetric.__table__), metric_rows)
-                store._update_latest_metrics_if_necessary(
-                    [db.SqlMetric(**row) for row in newest.values()], session
-                )
-            if model_rows:
-                session.execute(insert(db.SqlLoggedModelMetric.__table__), model_rows)
-            for tag in tag_list:
-                session.merge(db.SqlTag(run_uuid=run_id, key=tag.key, value=tag.value))
-            if status is not None:
-                run.status = RunStatus.to_string(RunStatus.from_string(status))
-                run.end_time = get_current_time_millis()
-    except MlflowException:  # rolled back, nothing written: a row the run has already (a re-sent
-        return False  # flush), a run no longer active, a schema MLflow changed: its client decides
-    return True
-
-
-_STORE_PARTS = (
-    "ManagedSessionMaker",
-    "_get_run",
-    "_check_run_is_active",
-    "_update_latest_metrics_if_necessary",
-)
-
-
-def _sql_store() -> Any:
-    """MLflow's SQLAlchemy store behind the tracking URI, if it has the parts `_write_rows` uses."""
-    try:
-        from mlflow.store.tracking.dbmodels import models as db
-        from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
-        from mlflow.tracking._tracking_service.utils import _get_store
-
-        store = _get_store(tracking_uri())
-    except Exception:
-        return None
-    parts = all(hasattr(store, name) for name in _STORE_PARTS) and all(
-        hasattr(db, model) for model in ("SqlParam", "SqlMetric", "SqlLoggedModelMetric", "SqlTag")
-    )
-    return store if isinstance(store, SqlAlchemyStore) and parts else None
-
-
-def _forget_active_run(run_id: str | None) -> bool:
-    """What `mlflow.end_run` does besides ending the run in the store (done by `_write_rows`):
-    the run off MLflow's stack of active runs. False if MLflow keeps that stack differently (or
-    the run is not on top, or its system metrics are being logged): then `end_run` does it."""
-    try:
-        from mlflow.environment_variables import MLFLOW_RUN_ID
-        from mlflow.tracking import fluent
-
-        stack = fluent._active_run_stack.get()
-        if not stack or stack[-1].info.run_id != run_id or run_id in fluent.run_id_to_system_metrics_monitor:
-            return False
-        MLFLOW_RUN_ID.unset()
-        stack.pop()
-        fluent._last_active_run_id.set(run_id)
-    except Exception:
-        return False
-    return True
 
 
 def warm_up(models: bool = False) -> None:
