@@ -142,12 +142,12 @@ def test_metrics_sent_before_their_checkpoint_model_are_linked_to_it(workdir, ma
 
 
 def test_a_failed_upload_leaves_the_model_failed_and_says_so(workdir, make_params, monkeypatch):
-    import mlflow
+    from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
 
-    def refuse(self: Any, model_id: str, local_dir: str, artifact_path: str | None = None) -> None:
+    def refuse(self: Any, local_dir: str, artifact_path: str | None = None) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr(mlflow.MlflowClient, "log_model_artifacts", refuse)
+    monkeypatch.setattr(LocalArtifactRepository, "log_artifacts", refuse)
     with pytest.raises(OSError, match="disk full"):
         _train(make_params, workdir)
     client = _client()
