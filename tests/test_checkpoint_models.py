@@ -56,6 +56,19 @@ def _folder(client: Any, model: Any, into: Path) -> dict[str, Any]:
     return {"files": files, "mlmodel": yaml.safe_load(files.pop("MLmodel"))}
 
 
+def _names_logged_by_pyfunc(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The names of the models `Tracker.log_model` (MLflow's `pyfunc.log_model`) logs from now on."""
+    names: list[str] = []
+    original = tracking.Tracker.log_model
+
+    def counted(self: Any, *args: Any, **kwargs: Any) -> Any:
+        names.append(kwargs.get("name", "model"))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(tracking.Tracker, "log_model", counted)
+    return names
+
+
 def test_a_checkpoint_model_holds_what_pyfunc_log_model_logs_for_its_file(workdir, make_params, tmp_path):
     import mlflow
 
@@ -103,16 +116,9 @@ def test_a_checkpoint_model_holds_what_pyfunc_log_model_logs_for_its_file(workdi
 
 
 def test_each_checkpoint_model_carries_its_own_weights(workdir, make_params, tmp_path, monkeypatch):
-    through_mlflow: list[str] = []  # models logged by pyfunc.log_model: the final one only
-    original = tracking.Tracker.log_model
-
-    def counted(self: Any, *args: Any, **kwargs: Any) -> Any:
-        through_mlflow.append(kwargs.get("name", "model"))
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(tracking.Tracker, "log_model", counted)
+    through_mlflow = _names_logged_by_pyfunc(monkeypatch)
     trained = _train(make_params, workdir)
-    assert through_mlflow == ["model"]
+    assert through_mlflow == ["model"], "checkpoints are logged from the run's model folder"
     client = _client()
     models = {m.name: m for m in _models(client, trained["run_id"])}
     assert {"checkpoint-000001", "checkpoint-000002", "checkpoint-000003", "model"} <= set(models)
@@ -160,14 +166,7 @@ def test_a_failed_upload_leaves_the_model_failed_and_says_so(workdir, make_param
 def test_an_unexpected_model_folder_leaves_checkpoints_to_mlflow(workdir, make_params, monkeypatch):
     """If a future MLflow lays the folder out otherwise, checkpoints take `pyfunc.log_model`."""
     monkeypatch.setattr(ModelFolder, "saved", classmethod(lambda cls, model_file, save: None))
-    calls: list[str] = []
-    original = tracking.Tracker.log_model
-
-    def counted(self: Any, *args: Any, **kwargs: Any) -> Any:
-        calls.append(kwargs.get("name", "model"))
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(tracking.Tracker, "log_model", counted)
+    calls = _names_logged_by_pyfunc(monkeypatch)
     trained = _train(make_params, workdir)
     assert calls == ["checkpoint-000001", "checkpoint-000002", "checkpoint-000003", "model"]
     names = {m.name for m in _models(_client(), trained["run_id"])}
