@@ -212,7 +212,7 @@ class Tracker:
         return ended and status is not None
 
     def _send_through_client(self) -> None:
-        """MLflow's client calls: a store other than a local database, or a row already there."""
+        """MLflow's client calls, where `store_rows.write` did not write (see there)."""
         from mlflow.entities import Metric, RunTag
 
         # A row logged with a model id lands in the run's history and in the model's metrics at
