@@ -21,7 +21,7 @@ import copy
 import shutil
 import tempfile
 from datetime import datetime, timezone
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 FLAVOR = "python_function"
@@ -67,7 +67,7 @@ class ModelFolder:
             path = root / relative
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(data)
-        weights = f"{Path(self.weights).parent.as_posix()}/{model_file.name}"
+        weights = (PurePosixPath(self.weights).parent / model_file.name).as_posix()
         (root / weights).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(model_file, root / weights)
         mlmodel = copy.deepcopy(self.mlmodel)

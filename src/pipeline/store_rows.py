@@ -13,6 +13,7 @@ client's calls leave.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -52,7 +53,7 @@ def write(
     metric_rows, model_rows, newest, seen = [], [], {}, set()
     for m in metrics:
         nan = math.isnan(m.value)
-        value = 0.0 if nan else max(min(m.value, 1.7976931348623157e308), -1.7976931348623157e308)
+        value = 0.0 if nan else max(min(m.value, sys.float_info.max), -sys.float_info.max)  # as MLflow's
         if (m.key, m.timestamp, m.step, value, nan) in seen:
             continue
         seen.add((m.key, m.timestamp, m.step, value, nan))

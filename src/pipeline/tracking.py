@@ -154,12 +154,17 @@ class Tracker:
     def info(self) -> dict[str, Any]:
         if not self.enabled:
             return {"run_id": None, "tracking_uri": None, "experiment_id": None}
-        experiment_id = self.experiment_id or _mlflow().get_run(self.run_id).info.experiment_id
         return {
             "run_id": self.run_id,
-            "experiment_id": experiment_id,
+            "experiment_id": self._run_experiment_id(),
             "tracking_uri": tracking_uri(),
         }
+
+    def _run_experiment_id(self) -> str:
+        """The run's experiment (known once the run is opened here; else read from the run once)."""
+        if self.experiment_id is None:
+            self.experiment_id = str(_mlflow().get_run(self.run_id).info.experiment_id)
+        return self.experiment_id
 
     # -- logging ------------------------------------------------------------------------------
     def log_params(self, params: dict[str, Any], new_run: bool = False) -> None:
@@ -294,8 +299,8 @@ class Tracker:
         from pipeline.checkpoint_models import CheckpointModels
 
         if self._checkpoints is None:
-            experiment_id = self.experiment_id or _mlflow().get_run(self.run_id).info.experiment_id
-            self._checkpoints = CheckpointModels(_mlflow().MlflowClient(), str(self.run_id), experiment_id)
+            client = _mlflow().MlflowClient()
+            self._checkpoints = CheckpointModels(client, str(self.run_id), self._run_experiment_id())
 
         def save(folder: Path) -> None:
             with _pyfunc_arguments(path, record) as arguments:
@@ -316,9 +321,8 @@ class Tracker:
 
     def _logged_checkpoints(self, client: Any) -> list[Any]:
         """This run's checkpoints logged as models, those of a killed process before a resume too."""
-        experiment_id = self.experiment_id or client.get_run(self.run_id).info.experiment_id
         logged = client.search_logged_models(
-            experiment_ids=[experiment_id], filter_string=f"source_run_id = '{self.run_id}'"
+            experiment_ids=[self._run_experiment_id()], filter_string=f"source_run_id = '{self.run_id}'"
         )
         return [model for model in logged if "checkpoint_epoch" in model.tags]
 
