@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from pipeline import stages, tracking
+from pipeline import stages, store_rows, tracking
 from pipeline.checkpoint_models import ModelFolder
 from pipeline.checkpoints import load_model
 from pipeline.files import read_json
@@ -69,9 +69,16 @@ def _names_logged_by_pyfunc(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return names
 
 
-def test_a_checkpoint_model_holds_what_pyfunc_log_model_logs_for_its_file(workdir, make_params, tmp_path):
+@pytest.mark.parametrize("path", ["rows", "client"])
+def test_a_checkpoint_model_holds_what_pyfunc_log_model_logs_for_its_file(
+    workdir, make_params, tmp_path, monkeypatch, path
+):
+    """Written as rows into the local store (`store_rows.create_model`) or, where that is not
+    possible, by MLflow's client calls: either way what `pyfunc.log_model` logs."""
     import mlflow
 
+    if path == "client":
+        monkeypatch.setattr(store_rows, "sql_store", lambda: None)
     trained = _train(make_params, workdir)
     run_id, layout = trained["run_id"], trained["layout"]
     client = _client()
@@ -93,6 +100,12 @@ def test_a_checkpoint_model_holds_what_pyfunc_log_model_logs_for_its_file(workdi
     assert len(ours.params) > 50, "the run's params, copied into the model as Model.log does"
     steps = {o.model_id: o.step for o in client.get_run(run_id).outputs.model_outputs}
     assert steps[ours.model_id] == steps[theirs.model_id] == 2
+    linked = [
+        sorted((m.key, m.value, m.step, m.timestamp) for m in model.metrics or []) for model in (ours, theirs)
+    ]
+    assert linked[0] == linked[1] and {k for k, *_ in linked[0]} >= {"train_loss", "val_loss"}, linked
+    assert ours.creation_timestamp <= ours.last_updated_timestamp
+    assert ours.artifact_location.endswith(f"/models/{ours.model_id}/artifacts")
 
     # its artifacts: the same files, byte for byte; MLmodel the same but for its own ids and time
     mine = _folder(client, ours, tmp_path / "ours")
@@ -130,6 +143,31 @@ def test_each_checkpoint_model_carries_its_own_weights(workdir, make_params, tmp
         assert folder["files"][weights[0]] == (trained["layout"].checkpoints / name).read_bytes()
         entry = folder["mlmodel"]["flavors"]["python_function"]["artifacts"]["model"]
         assert entry == {"path": f"artifacts/{name}", "uri": str(trained["layout"].checkpoints / name)}
+
+
+def test_checkpoint_models_go_to_a_local_store_as_rows(workdir, make_params, monkeypatch):
+    """In a database store each checkpoint model is two short transactions of our own
+    (`store_rows`), not the client's five calls; only the final model takes MLflow's way."""
+    import mlflow
+
+    calls: list[str] = []
+    for name in ("create_logged_model", "log_outputs", "finalize_logged_model"):
+        original = getattr(mlflow.MlflowClient, name)
+
+        def counted(
+            self: Any, *args: Any, _name: str = name, _original: Any = original, **kwargs: Any
+        ) -> Any:
+            calls.append(_name)
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(mlflow.MlflowClient, name, counted)
+    trained = _train(make_params, workdir)
+    assert sorted(calls) == ["finalize_logged_model", "log_outputs"], calls  # the final model's only
+    models = {m.name: m for m in _models(_client(), trained["run_id"])}
+    assert {str(models[f"checkpoint-{e:06d}"].status) for e in (1, 2, 3)} <= {
+        "READY",
+        "LoggedModelStatus.READY",
+    }
 
 
 def test_metrics_sent_before_their_checkpoint_model_are_linked_to_it(workdir, make_params, monkeypatch):

@@ -9,10 +9,15 @@ in one transaction, as multi-row INSERTs, after MLflow's own validation and with
 store lacks the parts used here, a row the run has already, or any error inside the transaction
 (rolled back first). `tests/test_tracking_rows.py` compares the run this leaves with the run the
 client's calls leave.
+
+`create_model` and `finish_model` do the same for a logged model (a checkpoint): its row, params,
+tags, its link to the run and to metric rows already sent, then its status, each in one
+transaction where the client's calls take five ORM sessions (`tests/test_checkpoint_models.py`).
 """
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -32,8 +37,6 @@ def write(
     store = sql_store()
     if store is None or not run_id or experiment_id is None:
         return False
-    import math
-
     from mlflow.entities import Param, RunStatus, RunTag
     from mlflow.exceptions import MlflowException
     from mlflow.store.tracking.dbmodels import models as db
@@ -52,8 +55,7 @@ def write(
     active_model = get_active_model_id()  # what the client gives rows without a model
     metric_rows, model_rows, newest, seen = [], [], {}, set()
     for m in metrics:
-        nan = math.isnan(m.value)
-        value = 0.0 if nan else max(min(m.value, sys.float_info.max), -sys.float_info.max)  # as MLflow's
+        value, nan = _stored(m.value)
         if (m.key, m.timestamp, m.step, value, nan) in seen:
             continue
         seen.add((m.key, m.timestamp, m.step, value, nan))
@@ -70,21 +72,7 @@ def write(
         if held is None or (m.step, m.timestamp, value) > (held["step"], held["timestamp"], held["value"]):
             newest[m.key] = row
         models = (links or {}).get(m.step) or ([active_model] if active_model else [])
-        model_rows += [
-            {
-                "model_id": model_id,
-                "metric_name": m.key,
-                "metric_timestamp_ms": m.timestamp,
-                "metric_step": m.step,
-                "metric_value": value,
-                "experiment_id": int(experiment_id),
-                "run_id": run_id,
-                "dataset_uuid": None,
-                "dataset_name": None,
-                "dataset_digest": None,
-            }
-            for model_id in models
-        ]
+        model_rows += _model_metric_rows(m, value, models, experiment_id, run_id)
     try:
         with store.ManagedSessionMaker(read_only=False) as session:
             run = store._get_run(run_uuid=run_id, session=session)
@@ -111,11 +99,153 @@ def write(
     return True
 
 
+def _stored(value: float) -> tuple[float, bool]:
+    """A metric's value as MLflow's store keeps it: NaN as 0.0 and a flag, infinities clamped."""
+    nan = math.isnan(value)
+    return (0.0 if nan else max(min(value, sys.float_info.max), -sys.float_info.max)), nan
+
+
+def _model_metric_rows(
+    metric: Any, value: float, model_ids: Sequence[str], experiment_id: str | int, run_id: str
+) -> list[dict[str, Any]]:
+    """`metric` (its `value` as stored) as a row of each model's metrics."""
+    return [
+        {
+            "model_id": model_id,
+            "metric_name": metric.key,
+            "metric_timestamp_ms": metric.timestamp,
+            "metric_step": metric.step,
+            "metric_value": value,
+            "experiment_id": int(experiment_id),
+            "run_id": run_id,
+            "dataset_uuid": None,
+            "dataset_name": None,
+            "dataset_digest": None,
+        }
+        for model_id in model_ids
+    ]
+
+
+def create_model(
+    run_id: str,
+    experiment: Any,
+    name: str,
+    step: int,
+    tags: dict[str, str],
+    params: dict[str, str],
+    metrics: Sequence[Any] = (),
+) -> Any:
+    """A new logged model of `run_id` in `experiment` (MLflow's Experiment), PENDING, as the
+    client's `create_logged_model` and `log_outputs` leave it, its step's `metrics` (already in
+    the run) linked to it, in one transaction; returns (model_id, artifact_location), or None:
+    nothing written, the client's calls do it (see the module)."""
+    store = sql_store()
+    if store is None:
+        return None
+    import uuid
+
+    from mlflow.entities import LifecycleStage, LoggedModelStatus
+    from mlflow.exceptions import MlflowException
+    from mlflow.store.tracking.dbmodels import models as db
+    from mlflow.utils.time import get_current_time_millis
+    from mlflow.utils.uri import append_to_uri_path
+    from mlflow.utils.validation import _validate_logged_model_name
+    from sqlalchemy import insert
+
+    _validate_logged_model_name(name)  # raises as the client would
+    if experiment.lifecycle_stage != LifecycleStage.ACTIVE:
+        return None  # the client says why
+    model_id = f"m-{uuid.uuid4().hex}"  # MLflow's form of a model id
+    location = append_to_uri_path(
+        experiment.artifact_location, store.MODELS_FOLDER_NAME, model_id, store.ARTIFACTS_FOLDER_NAME
+    )
+    now = get_current_time_millis()
+    experiment_id = int(experiment.experiment_id)
+    model = {
+        "model_id": model_id,
+        "experiment_id": experiment_id,
+        "name": name,
+        "artifact_location": location,
+        "creation_timestamp_ms": now,
+        "last_updated_timestamp_ms": now,
+        "status": LoggedModelStatus.PENDING.to_int(),
+        "lifecycle_stage": LifecycleStage.ACTIVE,
+        "model_type": None,
+        "source_run_id": run_id,
+        "status_message": None,
+    }
+    output = {
+        "input_uuid": uuid.uuid4().hex,
+        "source_type": "RUN_OUTPUT",
+        "source_id": run_id,
+        "destination_type": "MODEL_OUTPUT",
+        "destination_id": model_id,
+        "step": step,
+    }
+    metric_rows = [
+        row
+        for m in metrics
+        for row in _model_metric_rows(m, _stored(m.value)[0], [model_id], experiment_id, run_id)
+    ]
+    try:
+        with store.ManagedSessionMaker(read_only=False) as session:
+            store._check_run_is_active(store._get_run(run_uuid=run_id, session=session))
+            session.execute(insert(db.SqlLoggedModel.__table__), [model])
+            for table, rows in (
+                (db.SqlLoggedModelParam, [{"param_key": k, "param_value": v} for k, v in params.items()]),
+                (db.SqlLoggedModelTag, [{"tag_key": k, "tag_value": v} for k, v in tags.items()]),
+            ):
+                if rows:
+                    ids = {"model_id": model_id, "experiment_id": experiment_id}
+                    session.execute(insert(table.__table__), [{**ids, **row} for row in rows])
+            session.execute(insert(db.SqlInput.__table__), [output])
+            if metric_rows:
+                session.execute(insert(db.SqlLoggedModelMetric.__table__), metric_rows)
+    except MlflowException:  # rolled back: the client's calls decide
+        return None
+    return model_id, location
+
+
+def finish_model(model_id: str, status: Any) -> bool:
+    """A logged model made by `create_model` marked READY or FAILED (MLflow's LoggedModelStatus),
+    as the client's `finalize_logged_model` does; False: not done here, the client's call does it."""
+    store = sql_store()
+    if store is None:
+        return False
+    from mlflow.exceptions import MlflowException
+    from mlflow.store.tracking.dbmodels import models as db
+    from mlflow.utils.time import get_current_time_millis
+    from sqlalchemy import update
+
+    table = db.SqlLoggedModel.__table__
+    change = {"status": status.to_int(), "last_updated_timestamp_ms": get_current_time_millis()}
+    try:
+        with store.ManagedSessionMaker(read_only=False) as session:
+            done = session.execute(update(table).where(table.c.model_id == model_id).values(**change))
+            return done.rowcount == 1
+    except MlflowException:
+        return False
+
+
 _STORE_PARTS = (
     "ManagedSessionMaker",
     "_get_run",
     "_check_run_is_active",
     "_update_latest_metrics_if_necessary",
+    "MODELS_FOLDER_NAME",
+    "ARTIFACTS_FOLDER_NAME",
+)
+
+
+_STORE_TABLES = (
+    "SqlParam",
+    "SqlMetric",
+    "SqlTag",
+    "SqlLoggedModel",
+    "SqlLoggedModelParam",
+    "SqlLoggedModelTag",
+    "SqlLoggedModelMetric",
+    "SqlInput",
 )
 
 
@@ -132,7 +262,7 @@ def sql_store() -> Any:
     except Exception:
         return None
     parts = all(hasattr(store, name) for name in _STORE_PARTS) and all(
-        hasattr(db, model) for model in ("SqlParam", "SqlMetric", "SqlLoggedModelMetric", "SqlTag")
+        hasattr(db, model) for model in _STORE_TABLES
     )
     return store if isinstance(store, SqlAlchemyStore) and parts else None
 

@@ -284,9 +284,8 @@ class Tracker:
         tags = {"checkpoint_epoch": str(epoch), "checkpoint_score": repr(score)}
         name = f"checkpoint-{epoch:06d}"
         if (models := self._checkpoint_models(path, record)) is not None:
-            model_id = models.log(path, name, epoch, tags)
+            model_id = models.log(path, name, epoch, tags, self._sent_unlinked.get(epoch, ()))
             self._links.setdefault(epoch, []).append(model_id)
-            self._link_sent_rows(epoch, model_id)
         else:
             self.log_model(path, record, name=name, step=epoch, tags=tags)
         keep = self.cfg.keep_checkpoints
@@ -308,16 +307,6 @@ class Tracker:
 
         ready = self._checkpoints.ready(path, serving.signature(record), save)
         return self._checkpoints if ready else None
-
-    def _link_sent_rows(self, step: int, model_id: str) -> None:
-        """Rows of `step` sent before its model was logged (a timed flush), linked to it now: what
-        MLflow's `Model.log` does for the metrics of a model's step already in the run."""
-        from mlflow.entities import Metric
-
-        rows = self._sent_unlinked.get(step)
-        if rows:
-            linked = [Metric(m.key, m.value, m.timestamp, m.step, model_id=model_id) for m in rows]
-            _mlflow().MlflowClient().log_batch(self.run_id, metrics=linked)
 
     def _logged_checkpoints(self, client: Any) -> list[Any]:
         """This run's checkpoints logged as models, those of a killed process before a resume too."""
