@@ -66,7 +66,7 @@ class Probe:
         setattr(owner, attribute, timed)
 
     def install(self) -> None:
-        from pipeline import checkpoint_models, checkpoints, stages, tracking, training
+        from pipeline import checkpoints, stages, tracking, training
 
         def model_label(*args: Any, **kwargs: Any) -> str:
             name = str(kwargs.get("name", "model"))
@@ -77,11 +77,8 @@ class Probe:
         self.wrap(tracking, "git_tags", "git_tags")
         self.wrap(tracking.Tracker, "start", "tracker_start")
         self.wrap(tracking.Tracker, "flush", "metrics_flush")
-        self.wrap(tracking.Tracker, "log_model", model_label)
+        self.wrap(tracking.Tracker, "log_model", model_label)  # checkpoints log theirs through it
         self.wrap(tracking.Tracker, "log_checkpoint", "log_checkpoint")
-        # checkpoints as models without pyfunc.log_model: the run's model folder, then each model
-        self.wrap(checkpoint_models.CheckpointModels, "ready", "log_checkpoint_model")
-        self.wrap(checkpoint_models.CheckpointModels, "log", "log_checkpoint_model")
         self.wrap(tracking.Tracker, "register", "register_model")
         self.wrap(tracking.Tracker, "info", "run_info")
         self.wrap(tracking.Tracker, "finish", "tracker_finish")

@@ -109,7 +109,7 @@ def test_entry_point_help():
 
 def test_the_probe_counts_every_logged_model_as_model_logging(workdir, one_thread):
     """The tracking row subtracts model logging (MODEL_LOGGING_PARTS): checkpoints logged as models
-    (checkpoint_models, not pyfunc.log_model) must be among the parts it subtracts."""
+    (through `Tracker.log_model`, from the run's model folder) must be among the parts it subtracts."""
     import mlflow  # noqa: F401  (imported, as in the suite's sides: tracking stays in this process)
 
     from benchmarks.suite import MODEL_LOGGING_PARTS

@@ -33,8 +33,11 @@ class ProgressBar:
 class Checkpointer:
     """Every `checkpoint_every` epochs and at the end, into models/checkpoints/."""
 
-    def __init__(self, folder: Path, every: int, description: dict[str, Any], tracker: Any) -> None:
+    def __init__(
+        self, folder: Path, every: int, description: dict[str, Any], tracker: Any, example: Any = None
+    ) -> None:
         self.folder, self.every, self.description, self.tracker = folder, every, description, tracker
+        self.example = example  # the run's input example, logged with each checkpoint model
         self.saved_epoch = -1
 
     def on_epoch_end(self, trainer: Any, metrics: dict[str, float]) -> None:
@@ -53,7 +56,9 @@ class Checkpointer:
         self.saved_epoch = epoch
         monitor = trainer.cfg.monitor
         score = trainer.state.history[-1].get(monitor) if trainer.state.history else None
-        self.tracker.log_checkpoint(path, self.description, epoch, score, monitor.endswith("accuracy"))
+        self.tracker.log_checkpoint(
+            path, self.description, epoch, score, monitor.endswith("accuracy"), self.example
+        )
 
 
 class MetricLogger:

@@ -150,6 +150,7 @@ def _train(params: Params, layout: Layout, background: Any) -> dict[str, Any]:
     }
     if exp := os.environ.get("DVC_EXP_NAME"):
         tags["dvc_exp_name"] = exp
+    example = train_part.features[:3]  # every logged model's input example, shown and served
     tracker = start_tracker(background, params.tracking, params.to_dict(), tags, previous_run)
     write_json(layout.checkpoints / "run.json", {"run_id": tracker.run_id})
     allocator.keep_freed_pages()  # a wide full-batch step reuses its activations' pages
@@ -165,7 +166,7 @@ def _train(params: Params, layout: Layout, background: Any) -> dict[str, Any]:
                 metric_logger.catch_up(trainer.state)
             callbacks = [
                 metric_logger,
-                Checkpointer(layout.checkpoints, cfg.checkpoint_every, description, tracker),
+                Checkpointer(layout.checkpoints, cfg.checkpoint_every, description, tracker, example),
                 ProgressBar(cfg.epochs, cfg.progress, trainer.state.epoch),
             ]
             tensors = {
@@ -193,7 +194,6 @@ def _train(params: Params, layout: Layout, background: Any) -> dict[str, Any]:
             tracker.set_tags({"stop_reason": state.stop_reason})
             model_uri = version = None
             if params.tracking.log_model:
-                example = train_part.features[:3]  # shown and served as the model's input example
                 info = tracker.log_model(layout.model, description, example, step=state.epoch)
                 model_uri = info.model_uri if info else None
                 version = tracker.register(

@@ -88,7 +88,7 @@ class Tracker:
         self._links: dict[int, list[str]] = {}
         self._pending_tags: dict[str, str] = {}
         self._sent_unlinked: dict[int, list[Any]] = {}  # the newest step's rows sent without a model
-        self._checkpoints: Any = None  # CheckpointModels, on the first checkpoint
+        self._models: Any = None  # RunModels, on the first model logged
         self.experiment_id: str | None = None
 
     @property
@@ -266,47 +266,56 @@ class Tracker:
         step: int = 0,
         tags: dict[str, str] | None = None,
     ) -> Any:
-        """Log a model.pt or checkpoint file as the task-speaking pyfunc; returns MLflow's ModelInfo.
-        `example`: a few feature rows (an array), shown and served as the model's input example."""
+        """Log a model.pt or checkpoint file as the task-speaking pyfunc; returns its model id and
+        URI (`run_models.LoggedModel`). `example`: a few feature rows (an array), shown and served
+        as the model's input example."""
+        from pipeline.run_models import LoggedModel
+
         if not self.enabled:
             return None
-        with _pyfunc_arguments(model_file, record, example) as arguments:
-            info = _mlflow().pyfunc.log_model(name=name, step=step, tags=tags, **arguments)
-        self._links.setdefault(step, []).append(info.model_id)  # its step's metrics still to send
-        return info
+        if (models := self._run_models(model_file, record, example)) is not None:
+            model_id = models.log(model_file, name, step, tags or {}, self._sent_unlinked.get(step, ()))
+        else:  # MLflow's own way, which also links the step's metrics already sent
+            with _pyfunc_arguments(model_file, record, example) as arguments:
+                model_id = _mlflow().pyfunc.log_model(name=name, step=step, tags=tags, **arguments).model_id
+        self._links.setdefault(step, []).append(model_id)  # its step's metrics still to send
+        return LoggedModel(model_id)
 
     def log_checkpoint(
-        self, path: Path, record: dict[str, Any], epoch: int, score: float | None, larger_is_better: bool
+        self,
+        path: Path,
+        record: dict[str, Any],
+        epoch: int,
+        score: float | None,
+        larger_is_better: bool,
+        example: Any = None,
     ) -> None:
-        """A checkpoint as a logged model at its epoch; keeps the best `keep_checkpoints` of them."""
+        """A checkpoint as a logged model at its epoch (with the run's input `example`, as the
+        final model); keeps the best `keep_checkpoints` of them."""
         if not self.enabled or not self.cfg.log_checkpoints:
             return
         tags = {"checkpoint_epoch": str(epoch), "checkpoint_score": repr(score)}
-        name = f"checkpoint-{epoch:06d}"
-        if (models := self._checkpoint_models(path, record)) is not None:
-            model_id = models.log(path, name, epoch, tags, self._sent_unlinked.get(epoch, ()))
-            self._links.setdefault(epoch, []).append(model_id)
-        else:
-            self.log_model(path, record, name=name, step=epoch, tags=tags)
+        self.log_model(path, record, example, name=f"checkpoint-{epoch:06d}", step=epoch, tags=tags)
         keep = self.cfg.keep_checkpoints
         if keep:
             self._keep_best_checkpoints(keep, larger_is_better)
 
-    def _checkpoint_models(self, path: Path, record: dict[str, Any]) -> Any:
-        """This run's `CheckpointModels`, its folder made from `path`; None: MLflow's own way."""
+    def _run_models(self, model_file: Path, record: dict[str, Any], example: Any) -> Any:
+        """This run's `RunModels`, its folder made from `model_file`; None: MLflow's own way."""
         from pipeline import serving
-        from pipeline.checkpoint_models import CheckpointModels
+        from pipeline.run_models import RunModels
 
-        if self._checkpoints is None:
+        if self._models is None:
             client = _mlflow().MlflowClient()
-            self._checkpoints = CheckpointModels(client, str(self.run_id), self._run_experiment_id())
+            self._models = RunModels(client, str(self.run_id), self._run_experiment_id())
 
         def save(folder: Path) -> None:
-            with _pyfunc_arguments(path, record) as arguments:
+            with _pyfunc_arguments(model_file, record, example) as arguments:
                 _mlflow().pyfunc.save_model(str(folder), **arguments)
 
-        ready = self._checkpoints.ready(path, serving.signature(record), save)
-        return self._checkpoints if ready else None
+        shown = None if example is None else (example.shape, example.dtype.str, example.tobytes())
+        ready = self._models.ready(model_file, (serving.signature(record), shown), save)
+        return self._models if ready else None
 
     def _logged_checkpoints(self, client: Any) -> list[Any]:
         """This run's checkpoints logged as models, those of a killed process before a resume too."""

@@ -1,21 +1,21 @@
-"""Checkpoints logged as MLflow models at a fraction of `pyfunc.log_model`'s cost per checkpoint.
+"""A run's models (its checkpoints and its final model) logged at a fraction of `pyfunc.log_model`'s cost.
 
-A tracked run logs one model per checkpoint. `mlflow.pyfunc.log_model` makes each from nothing:
-it reads the run to copy its params into the new model, builds the model folder (MLmodel,
-environment files, the served code; YAML through a pure-Python emitter), reads the run and every
-metric's history to link the step's metrics, and uploads the folder: 60-70 ms, four to five
-times per run in the tutorials' workloads. All checkpoints of a run share that folder but for
-their weights file and their MLmodel's ids and time. So MLflow's own `pyfunc.save_model` builds
-the folder once per run (from the run's first checkpoint), and each checkpoint is that folder
-with its own weights and MLmodel, logged in `Model.log`'s order: create the logged model (the
-run's params, read once, and the context tags `Model.log` resolves, resolved once) and link it
-to the run at its step, upload the folder (to the artifact store of the location it was created
-with), mark it READY (FAILED if anything fails). In a database store the two writes are one
-short transaction each (`store_rows.create_model` / `finish_model`, about 5 ms where the
-client's four calls took 30); elsewhere they are the client's calls.
+A tracked run logs one model per checkpoint and its final model. `mlflow.pyfunc.log_model` makes
+each from nothing: it reads the run to copy its params into the new model, builds the model
+folder (MLmodel, environment files, the served code, the input example; YAML through a
+pure-Python emitter), reads the run and every metric's history to link the step's metrics, and
+uploads the folder: 60-100 ms, five to six times per run in the tutorials' workloads. All models
+of a run share that folder but for their weights file and their MLmodel's ids and time. So
+MLflow's own `pyfunc.save_model` builds the folder once per run (from the run's first model), and
+each model is that folder with its own weights and MLmodel, logged in `Model.log`'s order: create
+the logged model (the run's params, read once, and the context tags `Model.log` resolves,
+resolved once) and link it to the run at its step, upload the folder (to the artifact store of
+the location it was created with), mark it READY (FAILED if anything fails). In a database store
+the two writes are one short transaction each (`store_rows.create_model` / `finish_model`, about
+5 ms where the client's four calls took 30); elsewhere they are the client's calls.
 Metric rows of its step go with the Tracker's next flush, or, already sent, with the model.
-`tests/test_checkpoint_models.py` holds the result, both ways, against a `pyfunc.log_model` of
-the same file.
+`tests/test_run_models.py` holds the result, both ways, against a `pyfunc.log_model` of the same
+file.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import copy
 import shutil
 import tempfile
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -34,8 +35,19 @@ FLAVOR = "python_function"
 MLMODEL = "MLmodel"
 
 
+@dataclass(frozen=True)
+class LoggedModel:
+    """A model logged here: what the stages need of MLflow's ModelInfo."""
+
+    model_id: str
+
+    @property
+    def model_uri(self) -> str:
+        return f"models:/{self.model_id}"
+
+
 class ModelFolder:
-    """The model folder `pyfunc.save_model` made for one checkpoint of a run, held in memory:
+    """The model folder `pyfunc.save_model` made for one model file of a run, held in memory:
     every file but MLmodel and the weights, the MLmodel, the weights' place in it."""
 
     def __init__(self, files: dict[str, bytes], mlmodel: Any, weights: str, weights_size: int) -> None:
@@ -47,7 +59,7 @@ class ModelFolder:
         not laid out as this module expects (a future MLflow): then checkpoints take MLflow's way."""
         from mlflow.models import Model
 
-        with tempfile.TemporaryDirectory(prefix="checkpoint-model-") as tmp:
+        with tempfile.TemporaryDirectory(prefix="run-model-") as tmp:
             root = Path(tmp) / "model"
             save(root)
             mlmodel = Model.load(str(root / MLMODEL))
@@ -85,24 +97,25 @@ class ModelFolder:
         mlmodel.save(str(root / MLMODEL))
 
 
-class CheckpointModels:
-    """One run's checkpoints as logged models (see the module's doc)."""
+class RunModels:
+    """One run's model files as logged models (see the module's doc)."""
 
     def __init__(self, client: Any, run_id: str, experiment_id: str) -> None:
         self.client, self.run_id, self.experiment_id = client, run_id, experiment_id
         self.folder: ModelFolder | None = None
-        self.signature: Any = None
+        self.key: Any = None
         self.params: dict[str, str] = {}
         self.context: dict[str, str] = {}
         self.experiment: Any = None
 
-    def ready(self, model_file: Path, signature: Any, save: Any) -> bool:
-        """The run's folder, made on the first checkpoint (again if the signature changes)."""
+    def ready(self, model_file: Path, key: Any, save: Any) -> bool:
+        """The run's folder, made from its first model file (again if `key`, what else the folder
+        holds: the signature, the input example, changes); False: the client's way for this one."""
         from mlflow.tracking.context.registry import resolve_tags
 
-        if self.folder is None or signature != self.signature:
+        if self.folder is None or key != self.key:
             self.folder = ModelFolder.saved(model_file, save)
-            self.signature = signature
+            self.key = key
             self.params = {k: str(v) for k, v in self.client.get_run(self.run_id).data.params.items()}
             self.context = resolve_tags({})  # the tags `Model.log` resolves, the same all run long
             self.experiment = self.client.get_experiment(self.experiment_id)
@@ -120,7 +133,7 @@ class CheckpointModels:
         rows = store_rows.create_model(self.run_id, self.experiment, name, step, tags, self.params, sent)
         model_id, location = rows or self._create(name, step, tags, sent)
         try:
-            with tempfile.TemporaryDirectory(prefix="checkpoint-model-") as tmp:
+            with tempfile.TemporaryDirectory(prefix="run-model-") as tmp:
                 self.folder.write(Path(tmp), model_file, model_id, location, self.run_id)
                 self._upload(model_id, location, tmp)
         except BaseException:

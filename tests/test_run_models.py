@@ -1,6 +1,6 @@
-"""Checkpoints logged as models from one folder per run (`pipeline.checkpoint_models`) hold what
-`mlflow.pyfunc.log_model` would have logged for the same file, serve the same answers, and get
-their step's metrics even when those were sent before the model."""
+"""A run's models (checkpoints and the final model) logged from one folder per run
+(`pipeline.run_models`) hold what `mlflow.pyfunc.log_model` would have logged for the same file,
+serve the same answers, and get their step's metrics even when those were sent before the model."""
 
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ import pytest
 import yaml
 
 from pipeline import stages, store_rows, tracking
-from pipeline.checkpoint_models import ModelFolder
 from pipeline.checkpoints import load_model
 from pipeline.files import read_json
-from pipeline.stages import Layout
+from pipeline.run_models import ModelFolder
+from pipeline.stages import Layout, _load_split
 
 NAME = "ckpt-models"
 CHANGING = ("model_id", "model_uuid", "artifact_path", "utc_time_created")  # per logged model
@@ -57,24 +57,28 @@ def _folder(client: Any, model: Any, into: Path) -> dict[str, Any]:
 
 
 def _names_logged_by_pyfunc(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The names of the models `Tracker.log_model` (MLflow's `pyfunc.log_model`) logs from now on."""
+    """The names of the models MLflow's `pyfunc.log_model` logs from now on."""
+    import mlflow.pyfunc
+
     names: list[str] = []
-    original = tracking.Tracker.log_model
+    original = mlflow.pyfunc.log_model
 
-    def counted(self: Any, *args: Any, **kwargs: Any) -> Any:
+    def counted(*args: Any, **kwargs: Any) -> Any:
         names.append(kwargs.get("name", "model"))
-        return original(self, *args, **kwargs)
+        return original(*args, **kwargs)
 
-    monkeypatch.setattr(tracking.Tracker, "log_model", counted)
+    monkeypatch.setattr(mlflow.pyfunc, "log_model", counted)
     return names
 
 
 @pytest.mark.parametrize("path", ["rows", "client"])
-def test_a_checkpoint_model_holds_what_pyfunc_log_model_logs_for_its_file(
-    workdir, make_params, tmp_path, monkeypatch, path
+@pytest.mark.parametrize("name", ["checkpoint-000002", "model"])
+def test_a_run_model_holds_what_pyfunc_log_model_logs_for_its_file(
+    workdir, make_params, tmp_path, monkeypatch, path, name
 ):
-    """Written as rows into the local store (`store_rows.create_model`) or, where that is not
-    possible, by MLflow's client calls: either way what `pyfunc.log_model` logs."""
+    """A checkpoint or the final model, written as rows into the local store
+    (`store_rows.create_model`) or, where that is not possible, by MLflow's client calls: either
+    way what `pyfunc.log_model` logs for its file with the run's input example."""
     import mlflow
 
     if path == "client":
@@ -82,24 +86,26 @@ def test_a_checkpoint_model_holds_what_pyfunc_log_model_logs_for_its_file(
     trained = _train(make_params, workdir)
     run_id, layout = trained["run_id"], trained["layout"]
     client = _client()
-    ours = {m.name: m for m in _models(client, run_id)}["checkpoint-000002"]
-    path = layout.checkpoints / "epoch_000002.pt"
+    ours = {m.name: m for m in _models(client, run_id)}[name]
+    step = 2 if name.startswith("checkpoint") else 3
+    path = layout.checkpoints / "epoch_000002.pt" if step == 2 else layout.model
     _, record = load_model(path)
-    tags = {k: v for k, v in ours.tags.items() if k.startswith("checkpoint_")}
-    with mlflow.start_run(run_id=run_id):  # MLflow's own way, into the same run, at the same step
-        reference = tracking.Tracker(trained["params"].tracking, run_id).log_model(
-            path, record, name="checkpoint-000002", step=2, tags=tags
-        )
+    tags = {k: v for k, v in ours.tags.items() if k.startswith("checkpoint_")} or None
+    example = _load_split(layout, ("train",))[1]["train"].features[:3]
+    with mlflow.start_run(run_id=run_id), tracking._pyfunc_arguments(path, record, example) as arguments:
+        reference = mlflow.pyfunc.log_model(name=name, step=step, tags=tags, **arguments)  # MLflow's way
     theirs = client.get_logged_model(reference.model_id)
 
     # the logged model: same name, tags (MLflow's context tags too), params, state, run and step
     assert theirs.model_id != ours.model_id
-    for field in ("name", "tags", "params", "status", "source_run_id", "experiment_id", "model_type"):
+    for field in ("name", "params", "status", "source_run_id", "experiment_id", "model_type"):
         assert getattr(ours, field) == getattr(theirs, field), field
+    registered = "mlflow.modelVersions"  # the final model's registration, after its logging
+    assert {k: v for k, v in ours.tags.items() if k != registered} == theirs.tags
     assert str(ours.status) in ("READY", "LoggedModelStatus.READY")
     assert len(ours.params) > 50, "the run's params, copied into the model as Model.log does"
     steps = {o.model_id: o.step for o in client.get_run(run_id).outputs.model_outputs}
-    assert steps[ours.model_id] == steps[theirs.model_id] == 2
+    assert steps[ours.model_id] == steps[theirs.model_id] == step
     linked = [
         sorted((m.key, m.value, m.step, m.timestamp) for m in model.metrics or []) for model in (ours, theirs)
     ]
@@ -111,8 +117,8 @@ def test_a_checkpoint_model_holds_what_pyfunc_log_model_logs_for_its_file(
     mine = _folder(client, ours, tmp_path / "ours")
     reference_folder = _folder(client, theirs, tmp_path / "ref")
     assert mine["files"] == reference_folder["files"]
-    assert "artifacts/epoch_000002.pt" in mine["files"]
-    assert mine["files"]["artifacts/epoch_000002.pt"] == path.read_bytes()
+    assert mine["files"][f"artifacts/{path.name}"] == path.read_bytes()
+    assert "input_example.json" in mine["files"] and "saved_input_example_info" in mine["mlmodel"]
     assert {k: v for k, v in mine["mlmodel"].items() if k not in CHANGING} == {
         k: v for k, v in reference_folder["mlmodel"].items() if k not in CHANGING
     }
@@ -131,23 +137,24 @@ def test_a_checkpoint_model_holds_what_pyfunc_log_model_logs_for_its_file(
 def test_each_checkpoint_model_carries_its_own_weights(workdir, make_params, tmp_path, monkeypatch):
     through_mlflow = _names_logged_by_pyfunc(monkeypatch)
     trained = _train(make_params, workdir)
-    assert through_mlflow == ["model"], "checkpoints are logged from the run's model folder"
+    assert through_mlflow == [], "every model of the run is logged from the run's model folder"
     client = _client()
     models = {m.name: m for m in _models(client, trained["run_id"])}
-    assert {"checkpoint-000001", "checkpoint-000002", "checkpoint-000003", "model"} <= set(models)
-    for epoch in (1, 2, 3):
-        folder = _folder(client, models[f"checkpoint-{epoch:06d}"], tmp_path / str(epoch))
-        name = f"epoch_{epoch:06d}.pt"
+    assert {"checkpoint-000001", "checkpoint-000002", "checkpoint-000003", "model"} == set(models)
+    layout = trained["layout"]
+    files = {f"checkpoint-{e:06d}": layout.checkpoints / f"epoch_{e:06d}.pt" for e in (1, 2, 3)}
+    for name, file in {**files, "model": layout.model}.items():
+        folder = _folder(client, models[name], tmp_path / name)
         weights = [k for k in folder["files"] if k.startswith("artifacts/")]
-        assert weights == [f"artifacts/{name}"], weights
-        assert folder["files"][weights[0]] == (trained["layout"].checkpoints / name).read_bytes()
+        assert weights == [f"artifacts/{file.name}"], weights
+        assert folder["files"][weights[0]] == file.read_bytes()
         entry = folder["mlmodel"]["flavors"]["python_function"]["artifacts"]["model"]
-        assert entry == {"path": f"artifacts/{name}", "uri": str(trained["layout"].checkpoints / name)}
+        assert entry == {"path": f"artifacts/{file.name}", "uri": str(file)}
 
 
-def test_checkpoint_models_go_to_a_local_store_as_rows(workdir, make_params, monkeypatch):
-    """In a database store each checkpoint model is two short transactions of our own
-    (`store_rows`), not the client's five calls; only the final model takes MLflow's way."""
+def test_run_models_go_to_a_local_store_as_rows(workdir, make_params, monkeypatch):
+    """In a database store each model of the run is two short transactions of our own
+    (`store_rows`), not MLflow's five calls."""
     import mlflow
 
     calls: list[str] = []
@@ -162,12 +169,9 @@ def test_checkpoint_models_go_to_a_local_store_as_rows(workdir, make_params, mon
 
         monkeypatch.setattr(mlflow.MlflowClient, name, counted)
     trained = _train(make_params, workdir)
-    assert sorted(calls) == ["finalize_logged_model", "log_outputs"], calls  # the final model's only
-    models = {m.name: m for m in _models(_client(), trained["run_id"])}
-    assert {str(models[f"checkpoint-{e:06d}"].status) for e in (1, 2, 3)} <= {
-        "READY",
-        "LoggedModelStatus.READY",
-    }
+    assert calls == []
+    models = _models(_client(), trained["run_id"])
+    assert len(models) == 4 and {str(m.status) for m in models} <= {"READY", "LoggedModelStatus.READY"}
 
 
 def test_metrics_sent_before_their_checkpoint_model_are_linked_to_it(workdir, make_params, monkeypatch):
