@@ -154,7 +154,7 @@ def test_each_checkpoint_model_carries_its_own_weights(workdir, make_params, tmp
 
 def test_run_models_go_to_a_local_store_as_rows(workdir, make_params, monkeypatch):
     """In a database store each model of the run is two short transactions of our own
-    (`store_rows`), not MLflow's five calls."""
+    (`store_rows`), not MLflow's five calls, and its folder is written in place."""
     import mlflow
 
     calls: list[str] = []
@@ -168,6 +168,12 @@ def test_run_models_go_to_a_local_store_as_rows(workdir, make_params, monkeypatc
             return _original(self, *args, **kwargs)
 
         monkeypatch.setattr(mlflow.MlflowClient, name, counted)
+    from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
+
+    def copied(self: Any, *args: Any, **kwargs: Any) -> None:
+        calls.append("log_artifacts")  # a folder written elsewhere, then copied into the store
+
+    monkeypatch.setattr(LocalArtifactRepository, "log_artifacts", copied)
     trained = _train(make_params, workdir)
     assert calls == []
     models = _models(_client(), trained["run_id"])
@@ -189,13 +195,14 @@ def test_metrics_sent_before_their_checkpoint_model_are_linked_to_it(workdir, ma
     assert sorted(m.step for m in history) == [1, 2, 3], "each epoch once in the run's history"
 
 
-def test_a_failed_upload_leaves_the_model_failed_and_says_so(workdir, make_params, monkeypatch):
-    from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
+def test_a_failed_write_leaves_the_model_failed_and_says_so(workdir, make_params, monkeypatch):
+    original = ModelFolder.write
 
-    def refuse(self: Any, local_dir: str, artifact_path: str | None = None) -> None:
+    def refuse(self: Any, root: Path, *args: Any) -> None:
+        original(self, root, *args)  # into the model's artifact folder (a local store), then:
         raise OSError("disk full")
 
-    monkeypatch.setattr(LocalArtifactRepository, "log_artifacts", refuse)
+    monkeypatch.setattr(ModelFolder, "write", refuse)
     with pytest.raises(OSError, match="disk full"):
         _train(make_params, workdir)
     client = _client()

@@ -133,9 +133,7 @@ class RunModels:
         rows = store_rows.create_model(self.run_id, self.experiment, name, step, tags, self.params, sent)
         model_id, location = rows or self._create(name, step, tags, sent)
         try:
-            with tempfile.TemporaryDirectory(prefix="run-model-") as tmp:
-                self.folder.write(Path(tmp), model_file, model_id, location, self.run_id)
-                self._upload(model_id, location, tmp)
+            self._store(model_file, model_id, location)
         except BaseException:
             self._finish(model_id, LoggedModelStatus.FAILED, rows is not None)
             raise
@@ -163,14 +161,25 @@ class RunModels:
         if not (by_rows and store_rows.finish_model(model_id, status)):
             self.client.finalize_logged_model(model_id, status)
 
-    def _upload(self, model_id: str, location: str, folder: str) -> None:
-        """Into the model's artifact store, as `log_model_artifacts` does without first reading
-        the model back from the store for the artifact location it already has (a fifth of each
-        model's time); Databricks URIs, which need MLflow's profile handling, take that call."""
+    def _store(self, model_file: Path, model_id: str, location: str) -> None:
+        """The model's folder in its artifact store: written in place where that is a local
+        folder (what `log_model_artifacts` would copy there), else written and uploaded as
+        `log_model_artifacts` does, without first reading the model back from the store for the
+        artifact location it already has; Databricks URIs, which need MLflow's profile handling,
+        take that call."""
         from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+        from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
 
         uri = str(self.client.tracking_uri)
-        if uri.startswith("databricks"):
-            self.client.log_model_artifacts(model_id, folder)
+        repository = (
+            None if uri.startswith("databricks") else get_artifact_repository(location, tracking_uri=uri)
+        )
+        if isinstance(repository, LocalArtifactRepository):
+            self.folder.write(Path(repository.artifact_dir), model_file, model_id, location, self.run_id)
             return
-        get_artifact_repository(location, tracking_uri=uri).log_artifacts(folder)
+        with tempfile.TemporaryDirectory(prefix="run-model-") as tmp:
+            self.folder.write(Path(tmp), model_file, model_id, location, self.run_id)
+            if repository is None:
+                self.client.log_model_artifacts(model_id, tmp)
+            else:
+                repository.log_artifacts(tmp)
