@@ -10,9 +10,10 @@ store lacks the parts used here, a row the run has already, or any error inside 
 (rolled back first). `tests/test_tracking_rows.py` compares the run this leaves with the run the
 client's calls leave.
 
-`create_model` and `finish_model` do the same for a logged model (a checkpoint): its row, params,
-tags, its link to the run and to metric rows already sent, then its status, each in one
-transaction where the client's calls take five ORM sessions (`tests/test_checkpoint_models.py`).
+`create_model` and `finish_model` do the same for a logged model (a run's checkpoint or final
+model, `run_models`): its row, params, tags, its link to the run and to metric rows already
+sent, then its status, each in one transaction where the client's calls take five ORM sessions
+(`tests/test_run_models.py`, and `tests/test_tracking_server.py` for the client's way).
 """
 
 from __future__ import annotations
