@@ -235,7 +235,8 @@ class Group:
     def __init__(
         self, workload: W.Workload, sides: list[str], args: argparse.Namespace, scratch: Path
     ) -> None:
-        self.workload, self.sides, self.reps, self.quick = workload, sides, args.reps, args.quick
+        self.workload, self.sides, self.quick = workload, sides, args.quick
+        self.reps: int = args.reps or workload.rounds
         self.device: str = args.device
         self.folder = scratch / workload.name
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -415,9 +416,7 @@ def compare(workload: W.Workload, a: str, b: str, measured: dict[str, Any]) -> d
         # the H100 targets: seconds of training (ours's fit), at the full size only
         row["gpu_fit_s"] = row["b_parts"].get("fit")
         row["gpu_fit_limit"] = gpu_limit
-        row["gpu_fit_passed"] = (
-            None if measured.get("quick") else (row["gpu_fit_s"] or 0.0) <= gpu_limit
-        )
+        row["gpu_fit_passed"] = None if measured.get("quick") else (row["gpu_fit_s"] or 0.0) <= gpu_limit
     return row
 
 
@@ -724,7 +723,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         help="S0-wide 200 epochs, S1 3, S4 500 iterations, scaling to 10^5, one clean repro",
     )
     parser.add_argument("--json", metavar="PATH", help="write the rows as a JSON list")
-    parser.add_argument("--reps", type=int, default=None, help="rounds of A B per workload (default 3)")
+    parser.add_argument(
+        "--reps",
+        type=int,
+        default=None,
+        help="rounds of A B per workload (default: 3; full runs: S0 small 7, S1 5)",
+    )
     everything = "s0_small,s0_wide,s1,s1_fused,s4,tracking,scaling,overhead"
     parser.add_argument("--only", default=everything, help=f"comma-separated subset of {everything}")
     parser.add_argument(
@@ -747,8 +751,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     unknown = args.only - set(everything.split(","))
     if unknown:
         parser.error(f"--only: unknown {', '.join(sorted(unknown))}")
-    args.reps = args.reps or 3
-    if args.reps < 3:
+    if args.reps is not None and args.reps < 3:
         parser.error("--reps: at least 3 rounds (A B A B A B)")
     return args
 

@@ -42,6 +42,7 @@ class Workload:
     a_side: str = "baseline"  # the tracking workload compares ours with ours, tracking off
     ours_overrides: dict[str, Any] = field(default_factory=dict)
     loss_tolerance: float = 0.0  # 0: the final losses must be identical; else their relative gap
+    rounds: int = 3  # A B rounds of its group in a full run (quick: 3); `--reps` sets them all
 
 
 WARMUP_STEPS = 5  # optimizer steps of the untimed warm-up run each side makes first
@@ -62,9 +63,17 @@ def workloads(quick: bool) -> list[Workload]:
     s4_iters = 500 if quick else 3000
     wide_epochs = 200 if quick else 2000
     s1_epochs = 3 if quick else 10
+    # a full run gives the seconds-long workloads more rounds: a median of 7 (5) pairs, not of 3,
+    # on a shared machine where one round in three can take another process's burst
+    short_rounds, s1_rounds = (3, 3) if quick else (7, 5)
     return [
         Workload(
-            "s0_small", "blobs4_sigmoid_lr1", 2000, 1.00, "S0 blobs 2->10 sigmoid->4, full batch, 2000 ep"
+            "s0_small",
+            "blobs4_sigmoid_lr1",
+            2000,
+            1.00,
+            "S0 blobs 2->10 sigmoid->4, full batch, 2000 ep",
+            rounds=short_rounds,
         ),
         Workload(
             "s0_wide",
@@ -81,6 +90,7 @@ def workloads(quick: bool) -> list[Workload]:
             0.70,
             f"S1 64-d blobs 64->256->1024->1, batch 16, Adam, {s1_epochs} ep",
             note=f"quick mode: {s1_epochs} epochs (full: 10)" if quick else "",
+            rounds=s1_rounds,
         ),
         Workload(
             "s1_fused",
@@ -91,6 +101,7 @@ def workloads(quick: bool) -> list[Workload]:
             note="the same Adam update, other rounding: final losses within 1e-4 relative, not bit for bit",
             b_side="ours_fused",  # runs in S1's group, with train.fused: true
             loss_tolerance=1e-4,
+            rounds=s1_rounds,
         ),
         Workload(
             "s4",
@@ -107,6 +118,7 @@ def workloads(quick: bool) -> list[Workload]:
             1.05,
             "S0 small, ours: tracking on vs tracking.enabled false",
             a_side="ours_untracked",
+            rounds=short_rounds,
         ),
     ]
 

@@ -130,3 +130,20 @@ def test_the_probe_counts_every_logged_model_as_model_logging(workdir, one_threa
     logging = sum(parts.get(name, 0.0) for name in MODEL_LOGGING_PARTS)
     expected = parts["log_checkpoint_model"] + parts["log_model"] + parts["register_model"]
     assert logging == pytest.approx(expected), parts
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        ([], {"s0_small": 7, "tracking": 7, "s1": 5, "s1_fused": 5, "s0_wide": 3, "s4": 3}),
+        (["--quick"], {"s0_small": 3, "tracking": 3, "s1": 3, "s1_fused": 3, "s0_wide": 3, "s4": 3}),
+        (["--reps", "4"], {"s0_small": 4, "tracking": 4, "s1": 4, "s1_fused": 4, "s0_wide": 4, "s4": 4}),
+    ],
+)
+def test_rounds_per_workload(tmp_path, argv, expected):
+    """A full run takes the median of more rounds where a round takes seconds; `--reps` sets all."""
+    from benchmarks.suite import Group, parse
+
+    args = parse(argv)
+    rounds = {w.name: Group(w, ["baseline", "ours"], args, tmp_path).reps for w in W.workloads(args.quick)}
+    assert rounds == expected
