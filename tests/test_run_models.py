@@ -53,7 +53,8 @@ def _folder(client: Any, model: Any, into: Path) -> dict[str, Any]:
 
     root = Path(mlflow.artifacts.download_artifacts(f"models:/{model.model_id}", dst_path=str(into)))
     files = {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
-    return {"files": files, "mlmodel": yaml.safe_load(files.pop("MLmodel"))}
+    text = files.pop("MLmodel").decode()
+    return {"files": files, "mlmodel": yaml.safe_load(text), "mlmodel_text": text}
 
 
 def _names_logged_by_pyfunc(monkeypatch: pytest.MonkeyPatch) -> list[str]:
@@ -125,6 +126,8 @@ def test_a_run_model_holds_what_pyfunc_log_model_logs_for_its_file(
     assert mine["mlmodel"]["model_id"] == mine["mlmodel"]["model_uuid"] == ours.model_id
     assert mine["mlmodel"]["artifact_path"] == ours.artifact_location
     assert mine["mlmodel"]["utc_time_created"] != reference_folder["mlmodel"]["utc_time_created"]
+    for written in (mine, reference_folder):  # and written as `Model.save` writes it
+        assert written["mlmodel_text"] == yaml.safe_dump(written["mlmodel"], default_flow_style=False)
 
     # and it serves the same answers as the checkpoint file
     rows = np.random.default_rng(0).normal(size=(5, record["n_inputs"]))
@@ -220,3 +223,52 @@ def test_an_unexpected_model_folder_leaves_checkpoints_to_mlflow(workdir, make_p
     assert calls == ["checkpoint-000001", "checkpoint-000002", "checkpoint-000003", "model"]
     names = {m.name for m in _models(_client(), trained["run_id"])}
     assert names == {"checkpoint-000001", "checkpoint-000002", "checkpoint-000003", "model"}
+
+
+def test_mlmodel_is_written_as_mlflow_wrote_it_or_left_to_mlflow(tmp_path, monkeypatch):
+    """MLmodel's text is made from blocks by a YAML dumper that is checked, once per folder,
+    to write what MLflow wrote; with none that does, the run's models take MLflow's way."""
+    import yaml
+
+    from pipeline import run_models
+
+    class Narrow(yaml.SafeDumper):  # another writer: folds long strings at 20 columns
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **{**kwargs, "width": 20})
+
+    model_file = tmp_path / "epoch_000001.pt"
+    model_file.write_bytes(b"weights")
+    fields = {
+        "flavors": {
+            "python_function": {
+                "artifacts": {"model": {"path": "artifacts/epoch_000001.pt", "uri": str(model_file)}}
+            }
+        },
+        "model_size_bytes": 100,
+        "signature": {"inputs": '[{"type": "double", "name": "a long column name"}]' * 20},
+        "utc_time_created": "2026-11-23 08:00:00.000000",
+    }
+
+    def save(root: Path) -> None:  # as pyfunc.save_model writes it: Model.save's yaml.safe_dump
+        (root / "artifacts").mkdir(parents=True)
+        (root / "artifacts" / model_file.name).write_bytes(b"weights")
+        (root / "MLmodel").write_text(yaml.safe_dump(fields, default_flow_style=False))
+
+    monkeypatch.setattr(run_models, "_dumpers", lambda: [Narrow, yaml.SafeDumper])
+    folder = ModelFolder.saved(model_file, save)
+    assert folder is not None and folder.dumper is yaml.SafeDumper
+    folder.write(tmp_path / "out", model_file, "m-1", "file:///store/m-1/artifacts", "run-1")
+    written = yaml.safe_load((tmp_path / "out" / "MLmodel").read_text())
+    assert written == {
+        **fields,
+        "model_id": "m-1",
+        "model_uuid": "m-1",
+        "run_id": "run-1",
+        "artifact_path": "file:///store/m-1/artifacts",
+        "utc_time_created": written["utc_time_created"],
+    }
+    assert written["utc_time_created"] != fields["utc_time_created"]
+    assert (tmp_path / "out" / "MLmodel").read_text() == yaml.safe_dump(written, default_flow_style=False)
+
+    monkeypatch.setattr(run_models, "_dumpers", lambda: [Narrow])
+    assert ModelFolder.saved(model_file, save) is None

@@ -48,28 +48,45 @@ class LoggedModel:
 
 class ModelFolder:
     """The model folder `pyfunc.save_model` made for one model file of a run, held in memory:
-    every file but MLmodel and the weights, the MLmodel, the weights' place in it."""
+    every file but MLmodel and the weights, MLmodel's fields, the weights' place in it.
 
-    def __init__(self, files: dict[str, bytes], mlmodel: Any, weights: str, weights_size: int) -> None:
-        self.files, self.mlmodel, self.weights, self.weights_size = files, mlmodel, weights, weights_size
+    MLmodel is YAML that MLflow writes through PyYAML's pure-Python emitter, and most of it is
+    the signature: MNIST's 784 columns take 40 ms to write, per model. It is a mapping with
+    sorted keys, each written at the left margin as a block of its own; the blocks of the fields
+    that are the same for every model of the run are made once, here, the rest per model, by
+    libyaml's emitter where that writes, checked once per folder, exactly the text MLflow wrote
+    (else PyYAML's; else the models take MLflow's way). Per MNIST model: 54 -> 3 ms."""
+
+    def __init__(
+        self,
+        files: dict[str, bytes],
+        fields: dict[str, Any],
+        blocks: dict[str, str],
+        dumper: Any,
+        weights: str,
+        weights_size: int,
+    ) -> None:
+        self.files, self.fields, self.blocks, self.dumper = files, fields, blocks, dumper
+        self.weights, self.weights_size = weights, weights_size
 
     @classmethod
     def saved(cls, model_file: Path, save: Any) -> ModelFolder | None:
         """`save(path)` writes the folder (MLflow's `pyfunc.save_model`); None when the folder is
-        not laid out as this module expects (a future MLflow): then checkpoints take MLflow's way."""
-        from mlflow.models import Model
+        not laid out as this module expects (a future MLflow): then models take MLflow's way."""
+        import yaml
 
         with tempfile.TemporaryDirectory(prefix="run-model-") as tmp:
             root = Path(tmp) / "model"
             save(root)
-            mlmodel = Model.load(str(root / MLMODEL))
-            entry = mlmodel.flavors.get(FLAVOR, {}).get("artifacts", {}).get("model", {})
+            text = (root / MLMODEL).read_text()
+            fields = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+            entry = fields.get("flavors", {}).get(FLAVOR, {}).get("artifacts", {}).get("model", {})
             weights = entry.get("path")
             if (
                 not isinstance(weights, str)
                 or entry.get("uri") != str(model_file)
                 or not (root / weights).is_file()
-                or mlmodel.model_size_bytes is None
+                or not isinstance(fields.get("model_size_bytes"), int)
             ):
                 return None
             files = {
@@ -77,10 +94,17 @@ class ModelFolder:
                 for path in sorted(root.rglob("*"))
                 if path.is_file() and path.relative_to(root).as_posix() not in (MLMODEL, weights)
             }
-            return cls(files, mlmodel, weights, (root / weights).stat().st_size)
+            for dumper in _dumpers():  # libyaml's where it writes what MLflow wrote, else PyYAML's
+                blocks = {
+                    key: _block(key, value, dumper) for key, value in fields.items() if key not in PER_MODEL
+                }
+                if _mlmodel_text(fields, blocks, dumper) == text:
+                    return cls(files, fields, blocks, dumper, weights, (root / weights).stat().st_size)
+            return None  # not written as this module writes it
 
     def write(self, root: Path, model_file: Path, model_id: str, location: str, run_id: str) -> None:
-        """The folder for `model_file`, logged as model `model_id` at `location` in `run_id`."""
+        """The folder for `model_file`, logged as model `model_id` at `location` in `run_id`: what
+        `Model.log` sets in MLmodel (ids, run, location, time), and the file's weights and size."""
         for relative, data in self.files.items():
             path = root / relative
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -88,13 +112,53 @@ class ModelFolder:
         weights = (PurePosixPath(self.weights).parent / model_file.name).as_posix()
         (root / weights).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(model_file, root / weights)
-        mlmodel = copy.deepcopy(self.mlmodel)
-        mlmodel.flavors[FLAVOR]["artifacts"]["model"] = {"path": weights, "uri": str(model_file)}
-        mlmodel.model_size_bytes += model_file.stat().st_size - self.weights_size
-        mlmodel.run_id, mlmodel.artifact_path = run_id, location
-        mlmodel.model_uuid = mlmodel.model_id = model_id
-        mlmodel.utc_time_created = str(datetime.now(timezone.utc).replace(tzinfo=None))
-        mlmodel.save(str(root / MLMODEL))
+        flavors = copy.deepcopy(self.fields["flavors"])
+        flavors[FLAVOR]["artifacts"]["model"] = {"path": weights, "uri": str(model_file)}
+        fields = {
+            **self.fields,
+            "flavors": flavors,
+            "model_size_bytes": self.fields["model_size_bytes"]
+            + model_file.stat().st_size
+            - self.weights_size,
+            "run_id": run_id,
+            "artifact_path": location,
+            "model_uuid": model_id,
+            "model_id": model_id,
+            "utc_time_created": str(datetime.now(timezone.utc).replace(tzinfo=None)),
+        }
+        (root / MLMODEL).write_text(_mlmodel_text(fields, self.blocks, self.dumper))
+
+
+PER_MODEL = (
+    "artifact_path",
+    "flavors",
+    "model_id",
+    "model_size_bytes",
+    "model_uuid",
+    "run_id",
+    "utc_time_created",
+)
+
+
+def _dumpers() -> list[Any]:
+    import yaml
+
+    return [d for d in (getattr(yaml, "CSafeDumper", None), yaml.SafeDumper) if d is not None]
+
+
+def _block(key: str, value: Any, dumper: Any) -> str:
+    """One field of MLmodel as `Model.save` writes it (`yaml.safe_dump`, block style)."""
+    import yaml
+
+    return yaml.dump({key: value}, Dumper=dumper, default_flow_style=False)
+
+
+def _mlmodel_text(fields: dict[str, Any], blocks: dict[str, str], dumper: Any) -> str:
+    """MLmodel's text: its fields in sorted order (as `yaml.safe_dump` sorts them), each block
+    from `blocks` where it is there."""
+    return "".join(
+        blocks[key] if key in blocks else _block(key, fields[key], dumper) for key in sorted(fields)
+    )
 
 
 class RunModels:
