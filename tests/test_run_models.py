@@ -217,10 +217,14 @@ def test_a_failed_write_leaves_the_model_failed_and_says_so(workdir, make_params
 
 def test_an_unexpected_model_folder_leaves_checkpoints_to_mlflow(workdir, make_params, monkeypatch):
     """If a future MLflow lays the folder out otherwise, checkpoints take `pyfunc.log_model`."""
-    monkeypatch.setattr(ModelFolder, "saved", classmethod(lambda cls, model_file, save: None))
+    tried: list[Path] = []
+    monkeypatch.setattr(
+        ModelFolder, "saved", classmethod(lambda cls, model_file, save: tried.append(model_file))
+    )
     calls = _names_logged_by_pyfunc(monkeypatch)
     trained = _train(make_params, workdir)
     assert calls == ["checkpoint-000001", "checkpoint-000002", "checkpoint-000003", "model"]
+    assert len(tried) == 1, "the run's folder is tried once, not again for every model"
     names = {m.name for m in _models(_client(), trained["run_id"])}
     assert names == {"checkpoint-000001", "checkpoint-000002", "checkpoint-000003", "model"}
 

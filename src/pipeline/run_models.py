@@ -9,8 +9,9 @@ of a run share that folder but for their weights file and their MLmodel's ids an
 MLflow's own `pyfunc.save_model` builds the folder once per run (from the run's first model), and
 each model is that folder with its own weights and MLmodel, logged in `Model.log`'s order: create
 the logged model (the run's params, read once, and the context tags `Model.log` resolves,
-resolved once) and link it to the run at its step, upload the folder (to the artifact store of
-the location it was created with), mark it READY (FAILED if anything fails). In a database store
+resolved once) and link it to the run at its step, put the folder in the artifact store of the
+location it was created with (written in place in a local one, else uploaded), mark it READY
+(FAILED if anything fails). In a database store
 the two writes are one short transaction each (`store_rows.create_model` / `finish_model`, about
 5 ms where the client's four calls took 30); elsewhere they are the client's calls.
 Metric rows of its step go with the Tracker's next flush, or, already sent, with the model.
@@ -161,13 +162,16 @@ def _mlmodel_text(fields: dict[str, Any], blocks: dict[str, str], dumper: Any) -
     )
 
 
+_NONE_YET = object()
+
+
 class RunModels:
     """One run's model files as logged models (see the module's doc)."""
 
     def __init__(self, client: Any, run_id: str, experiment_id: str) -> None:
         self.client, self.run_id, self.experiment_id = client, run_id, experiment_id
         self.folder: ModelFolder | None = None
-        self.key: Any = None
+        self.key: Any = _NONE_YET
         self.params: dict[str, str] = {}
         self.context: dict[str, str] = {}
         self.experiment: Any = None
@@ -177,7 +181,7 @@ class RunModels:
         holds: the signature, the input example, changes); False: the client's way for this one."""
         from mlflow.tracking.context.registry import resolve_tags
 
-        if self.folder is None or key != self.key:
+        if key != self.key:  # made once per run, also when it turns out unusable
             self.folder = ModelFolder.saved(model_file, save)
             self.key = key
             self.params = {k: str(v) for k, v in self.client.get_run(self.run_id).data.params.items()}
