@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 
@@ -75,9 +76,7 @@ def write(
         models = (links or {}).get(m.step) or ([active_model] if active_model else [])
         model_rows += _model_metric_rows(m, value, models, experiment_id, run_id)
     try:
-        with store.ManagedSessionMaker(read_only=False) as session:
-            run = store._get_run(run_uuid=run_id, session=session)
-            store._check_run_is_active(run)
+        with _active_run_session(store, run_id) as (session, run):
             if param_list:
                 session.execute(
                     insert(db.SqlParam.__table__),
@@ -98,6 +97,16 @@ def write(
     except MlflowException:  # rolled back, nothing written: a row the run has already (a re-sent
         return False  # flush), a run no longer active, a schema MLflow changed: its client decides
     return True
+
+
+@contextmanager
+def _active_run_session(store: Any, run_id: str) -> Iterator[tuple[Any, Any]]:
+    """One transaction of `store` and the run's row, checked active as MLflow's store checks it
+    before writing to a run (an MlflowException otherwise); committed on leaving, else rolled back."""
+    with store.ManagedSessionMaker(read_only=False) as session:
+        run = store._get_run(run_uuid=run_id, session=session)
+        store._check_run_is_active(run)
+        yield session, run
 
 
 def _stored(value: float) -> tuple[float, bool]:
@@ -189,15 +198,14 @@ def create_model(
         for row in _model_metric_rows(m, _stored(m.value)[0], [model_id], experiment_id, run_id)
     ]
     try:
-        with store.ManagedSessionMaker(read_only=False) as session:
-            store._check_run_is_active(store._get_run(run_uuid=run_id, session=session))
+        with _active_run_session(store, run_id) as (session, _):
             session.execute(insert(db.SqlLoggedModel.__table__), [model])
+            ids = {"model_id": model_id, "experiment_id": experiment_id}
             for table, rows in (
                 (db.SqlLoggedModelParam, [{"param_key": k, "param_value": v} for k, v in params.items()]),
                 (db.SqlLoggedModelTag, [{"tag_key": k, "tag_value": v} for k, v in tags.items()]),
             ):
                 if rows:
-                    ids = {"model_id": model_id, "experiment_id": experiment_id}
                     session.execute(insert(table.__table__), [{**ids, **row} for row in rows])
             session.execute(insert(db.SqlInput.__table__), [output])
             if metric_rows:
