@@ -73,6 +73,43 @@ def run_script(code: str, folder: Path, *args: str) -> str:
     return out.stdout.strip().splitlines()[-1]
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on (for a server a test starts)."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def stop_group(process: Any) -> None:
+    """Stop a server started with `start_new_session=True`: SIGTERM to its process group, SIGKILL
+    if it does not go, then SIGKILL to whatever is left in the group (a server's workers)."""
+    import contextlib
+    import signal
+    import subprocess
+
+    for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 15)):
+        try:
+            os.killpg(process.pid, sig)  # start_new_session: the group id is the leader's pid
+        except ProcessLookupError:
+            break
+        try:
+            process.wait(timeout=wait)
+            break
+        except subprocess.TimeoutExpired:
+            continue
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+
+
+def logged_models(client: Any, run_id: str) -> list[Any]:
+    """The models logged by run `run_id` (MLflow's LoggedModel entities)."""
+    experiment_id = client.get_run(run_id).info.experiment_id
+    found = client.search_logged_models(experiment_ids=[experiment_id])
+    return [m for m in found if m.source_run_id == run_id]
+
+
 def write_params(path: Path, raw: dict[str, Any]) -> Path:
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return path

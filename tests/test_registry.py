@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
-from conftest import run_script, tiny_params
+from conftest import logged_models, run_script, tiny_params
 
 from pipeline import stages
 from pipeline.cli import main
@@ -184,9 +184,7 @@ def test_predict_with_a_registry_uri_without_a_store_says_one_line_and_creates_n
 
 # -- checkpoints as logged models -------------------------------------------------------------------
 def _logged_models(client: Any, run_id: str) -> dict[str, Any]:
-    experiment_id = client.get_run(run_id).info.experiment_id
-    found = client.search_logged_models(experiment_ids=[experiment_id])
-    return {m.name: m for m in found if m.source_run_id == run_id}
+    return {m.name: m for m in logged_models(client, run_id)}
 
 
 def _output_steps(client: Any, run_id: str) -> dict[str, int]:

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from conftest import logged_models
 
 from pipeline import stages, store_rows, tracking
 from pipeline.checkpoints import load_model
@@ -39,12 +40,6 @@ def _train(make_params: Any, root: Path, **train: Any) -> dict[str, Any]:
     stages.split(params, layout)
     stages.train(params, layout)
     return {"params": params, "layout": layout, "run_id": read_json(layout.run)["run_id"]}
-
-
-def _models(client: Any, run_id: str) -> list[Any]:
-    experiment_id = client.get_run(run_id).info.experiment_id
-    found = client.search_logged_models(experiment_ids=[experiment_id])
-    return [m for m in found if m.source_run_id == run_id]
 
 
 def _folder(client: Any, model: Any, into: Path) -> dict[str, Any]:
@@ -87,7 +82,7 @@ def test_a_run_model_holds_what_pyfunc_log_model_logs_for_its_file(
     trained = _train(make_params, workdir)
     run_id, layout = trained["run_id"], trained["layout"]
     client = _client()
-    ours = {m.name: m for m in _models(client, run_id)}[name]
+    ours = {m.name: m for m in logged_models(client, run_id)}[name]
     step = 2 if name.startswith("checkpoint") else 3
     path = layout.checkpoints / "epoch_000002.pt" if step == 2 else layout.model
     _, record = load_model(path)
@@ -142,7 +137,7 @@ def test_each_checkpoint_model_carries_its_own_weights(workdir, make_params, tmp
     trained = _train(make_params, workdir)
     assert through_mlflow == [], "every model of the run is logged from the run's model folder"
     client = _client()
-    models = {m.name: m for m in _models(client, trained["run_id"])}
+    models = {m.name: m for m in logged_models(client, trained["run_id"])}
     assert {"checkpoint-000001", "checkpoint-000002", "checkpoint-000003", "model"} == set(models)
     layout = trained["layout"]
     files = {f"checkpoint-{e:06d}": layout.checkpoints / f"epoch_{e:06d}.pt" for e in (1, 2, 3)}
@@ -179,7 +174,7 @@ def test_run_models_go_to_a_local_store_as_rows(workdir, make_params, monkeypatc
     monkeypatch.setattr(LocalArtifactRepository, "log_artifacts", copied)
     trained = _train(make_params, workdir)
     assert calls == []
-    models = _models(_client(), trained["run_id"])
+    models = logged_models(_client(), trained["run_id"])
     assert len(models) == 4 and {str(m.status) for m in models} <= {"READY", "LoggedModelStatus.READY"}
 
 
@@ -189,7 +184,7 @@ def test_metrics_sent_before_their_checkpoint_model_are_linked_to_it(workdir, ma
     monkeypatch.setattr(tracking, "FLUSH_SECONDS", -1.0)  # every epoch's metrics go out at once
     trained = _train(make_params, workdir)
     client = _client()
-    models = {m.name: m for m in _models(client, trained["run_id"])}
+    models = {m.name: m for m in logged_models(client, trained["run_id"])}
     for epoch in (1, 2, 3):
         linked = models[f"checkpoint-{epoch:06d}"].metrics or []
         assert {m.key for m in linked} >= {"train_loss", "val_loss"}, (epoch, linked)
@@ -210,7 +205,7 @@ def test_a_failed_write_leaves_the_model_failed_and_says_so(workdir, make_params
         _train(make_params, workdir)
     client = _client()
     run = client.search_runs([client.get_experiment_by_name(NAME).experiment_id])[0]
-    failed = [m for m in _models(client, run.info.run_id) if m.name.startswith("checkpoint-")]
+    failed = [m for m in logged_models(client, run.info.run_id) if m.name.startswith("checkpoint-")]
     assert [str(m.status) for m in failed] in (["FAILED"], ["LoggedModelStatus.FAILED"]), failed
     assert run.info.status == "FAILED"
 
@@ -225,7 +220,7 @@ def test_an_unexpected_model_folder_leaves_checkpoints_to_mlflow(workdir, make_p
     trained = _train(make_params, workdir)
     assert calls == ["checkpoint-000001", "checkpoint-000002", "checkpoint-000003", "model"]
     assert len(tried) == 1, "the run's folder is tried once, not again for every model"
-    names = {m.name for m in _models(_client(), trained["run_id"])}
+    names = {m.name for m in logged_models(_client(), trained["run_id"])}
     assert names == {"checkpoint-000001", "checkpoint-000002", "checkpoint-000003", "model"}
 
 

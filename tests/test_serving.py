@@ -9,13 +9,10 @@ body, never a 5xx, and the server must keep serving afterwards.
 
 from __future__ import annotations
 
-import contextlib
 import http.client
 import json
 import os
 import random
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,7 +25,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import tiny_params
+from conftest import free_port, stop_group, tiny_params
 
 pytestmark = pytest.mark.slow
 
@@ -69,12 +66,6 @@ def _run(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Complete
         f"$ {' '.join(map(str, args))}\nexit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     )
     return proc
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass
@@ -134,7 +125,7 @@ class Server:
 
 
 def _start_server(trained: Trained, folder: Path) -> Server:
-    port = _free_port()
+    port = free_port()
     log = folder / f"serve-{trained.kind}.log"
     with open(log, "wb") as out:
         process = subprocess.Popen(
@@ -163,19 +154,7 @@ def _start_server(trained: Trained, folder: Path) -> Server:
 
 
 def _stop(server: Server) -> None:
-    process = server.process
-    for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 15)):
-        try:
-            os.killpg(process.pid, sig)  # start_new_session: the group id is the leader's pid
-        except ProcessLookupError:
-            break
-        try:
-            process.wait(timeout=wait)
-            break
-        except subprocess.TimeoutExpired:
-            continue
-    with contextlib.suppress(ProcessLookupError):  # whatever is left in the group (uvicorn's children)
-        os.killpg(process.pid, signal.SIGKILL)
+    stop_group(server.process)
 
 
 def _frame(payload: Any) -> pd.DataFrame:

@@ -6,8 +6,6 @@ local store holds."""
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import free_port, logged_models, stop_group
 
 from pipeline import stages, store_rows
 from pipeline.checkpoints import load_model
@@ -30,17 +29,11 @@ BIN = Path(sys.executable).parent
 START_TIMEOUT = 120
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """`mlflow server` with its own SQLite store and proxied artifacts; its URI."""
     folder = tmp_path_factory.mktemp("mlflow-server")
-    port = _free_port()
+    port = free_port()
     log = folder / "server.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     with open(log, "wb") as out:
@@ -64,12 +57,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                 time.sleep(0.5)
         yield uri
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        stop_group(process)
 
 
 def test_a_training_tracked_by_a_server_logs_its_run_and_models(
@@ -99,11 +87,7 @@ def test_a_training_tracked_by_a_server_logs_its_run_and_models(
     assert [m.step for m in history] == [1, 2, 3]
     assert history[-1].value == pytest.approx(result["train_loss"])
 
-    models = {
-        m.name: m
-        for m in client.search_logged_models(experiment_ids=[run.info.experiment_id])
-        if m.source_run_id == run.info.run_id
-    }
+    models = {m.name: m for m in logged_models(client, run.info.run_id)}
     assert set(models) == {"checkpoint-000001", "checkpoint-000002", "checkpoint-000003", "model"}
     files = {f"checkpoint-{e:06d}": layout.checkpoints / f"epoch_{e:06d}.pt" for e in (1, 2, 3)}
     files["model"] = layout.model
