@@ -14,6 +14,25 @@ import pytest
 
 from pipeline import store_rows, tracking
 from pipeline.config import TrackingConfig
+from pipeline.errors import PipelineError
+
+
+def _no_start_run_if(direct: bool, monkeypatch: pytest.MonkeyPatch, experiment: str = "rows") -> None:
+    """Direct: the experiment made ahead and `mlflow.start_run` an error (the rows must do); else
+    no rows at all (`sql_store` None): MLflow's client calls."""
+    import mlflow
+
+    if not direct:
+        monkeypatch.setattr(store_rows, "sql_store", lambda: None)
+        return
+    tracking.open_store(tracking.tracking_uri())
+    if mlflow.get_experiment_by_name(experiment) is None:
+        mlflow.create_experiment(experiment)
+
+    def refused(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("mlflow.start_run called where the run is written as rows")
+
+    monkeypatch.setattr(mlflow, "start_run", refused)
 
 
 def _logged_run(monkeypatch: pytest.MonkeyPatch, direct: bool, status: str) -> dict[str, Any]:
@@ -22,8 +41,7 @@ def _logged_run(monkeypatch: pytest.MonkeyPatch, direct: bool, status: str) -> d
     import mlflow
     from mlflow.entities import LoggedModelOutput
 
-    if not direct:
-        monkeypatch.setattr(store_rows, "sql_store", lambda: None)
+    _no_start_run_if(direct, monkeypatch)
     clock = itertools.count(1_700_000_000_000)  # the same metric timestamps on both paths
     monkeypatch.setattr(
         tracking, "time", SimpleNamespace(time=lambda: next(clock) / 1000, monotonic=time.monotonic)
@@ -71,7 +89,8 @@ def _logged_run(monkeypatch: pytest.MonkeyPatch, direct: bool, status: str) -> d
 
 @pytest.mark.parametrize("status", ["FINISHED", "FAILED"])
 def test_direct_writes_leave_the_run_as_mlflows_client_calls_do(workdir: Path, monkeypatch, status):
-    direct = _logged_run(monkeypatch, True, status)
+    with monkeypatch.context() as patched:
+        direct = _logged_run(patched, True, status)
     with monkeypatch.context() as patched:
         through_client = _logged_run(patched, False, status)
     assert direct == through_client
@@ -94,3 +113,68 @@ def test_a_row_the_run_has_already_goes_through_mlflows_client(workdir: Path):
     history = mlflow.MlflowClient().get_metric_history(tracker.run_id, "loss")
     assert sorted((m.step, m.value) for m in history) == [(1, 1.0), (2, 0.5)]
     assert mlflow.MlflowClient().get_run(tracker.run_id).info.status == "FINISHED"
+
+
+def _started_run(monkeypatch: pytest.MonkeyPatch, direct: bool, name: str | None) -> dict[str, Any]:
+    """A new run as `Tracker.start` leaves it, while it runs: its row in the store (ids and times
+    aside), tags, params, inputs, and the run MLflow holds active."""
+    import mlflow
+
+    _no_start_run_if(direct, monkeypatch)
+    params = {"train": {"lr": 0.1, "hidden": [8, 4]}, "note": "x" * 7000}  # cut to 6000
+    tracker = tracking.Tracker.start(
+        TrackingConfig(experiment="rows", run_name=name), params, {"device": "cpu"}
+    )
+    active = mlflow.active_run()
+    run = mlflow.MlflowClient().get_run(tracker.run_id)
+    database = sqlite3.connect(tracking.sqlite_file(tracking.tracking_uri()))
+    database.row_factory = sqlite3.Row
+    row = dict(database.execute("SELECT * FROM runs WHERE run_uuid = ?", (tracker.run_id,)).fetchone())
+    tracker.finish()
+    assert active is not None and active.info.run_id == tracker.run_id
+    assert active.info.run_name == run.info.run_name == run.data.tags["mlflow.runName"] == row["name"]
+    assert row["start_time"] > 0 and row["end_time"] is None
+    assert row["artifact_uri"].endswith(f"/{tracker.run_id}/artifacts")
+    for moving in ("run_uuid", "start_time", "artifact_uri", "name"):
+        row.pop(moving)
+    return {
+        "row": row,
+        "artifact_root": run.info.artifact_uri.replace(tracker.run_id, "<run>"),
+        "name": run.info.run_name if name else bool(run.info.run_name),
+        "tags": {k: v for k, v in run.data.tags.items() if name or k != "mlflow.runName"},
+        "params": run.data.params,
+        "inputs": run.inputs.dataset_inputs,
+        "active_data": (
+            dict(active.data.params),
+            {k: v for k, v in active.data.tags.items() if name or k != "mlflow.runName"},
+        ),
+        "status_after": mlflow.MlflowClient().get_run(tracker.run_id).info.status,
+        "active_after": mlflow.active_run(),
+    }
+
+
+@pytest.mark.parametrize("name", [None, "named-run"])
+def test_a_run_started_as_rows_is_the_run_mlflow_starts(workdir: Path, monkeypatch, name):
+    with monkeypatch.context() as patched:
+        direct = _started_run(patched, True, name)
+    with monkeypatch.context() as patched:
+        through_client = _started_run(patched, False, name)
+    assert direct == through_client
+    assert direct["params"]["note"] == "x" * 6000 and direct["params"]["train.hidden"] == "[8, 4]"
+    assert direct["tags"]["device"] == "cpu" and "mlflow.user" in direct["tags"]
+    assert direct["row"]["status"] == "RUNNING" and direct["status_after"] == "FINISHED"
+    assert direct["active_after"] is None
+
+
+def test_a_new_or_deleted_experiment_takes_mlflows_way(workdir: Path):
+    """No experiment yet: MLflow's start creates it; a deleted one: one line saying so."""
+    import mlflow
+
+    first = tracking.Tracker.start(TrackingConfig(experiment="fresh"), {"a": 1}, {})
+    first.finish()
+    assert mlflow.get_experiment_by_name("fresh").lifecycle_stage == "active"
+    assert mlflow.MlflowClient().get_run(first.run_id).data.params == {"a": "1"}
+    mlflow.delete_experiment(mlflow.get_experiment_by_name("fresh").experiment_id)
+    with pytest.raises(PipelineError, match=r"^MLflow at sqlite:.*active") as raised:
+        tracking.Tracker.start(TrackingConfig(experiment="fresh"), {"a": 1}, {})
+    assert "\n" not in str(raised.value) and mlflow.active_run() is None

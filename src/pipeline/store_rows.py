@@ -1,4 +1,4 @@
-"""A run's params, metric rows, tags and end, written to MLflow's database store in one transaction.
+"""A run's start, params, metric rows, tags and end, written to MLflow's database store in one transaction.
 
 MLflow's client sends each of these through its store's ORM: one session per table per call and
 an object per row, 80 % of a flush's time (S0 small: ~85 ms of tracking outside model logging,
@@ -10,6 +10,9 @@ store lacks the parts used here, a row the run has already, or any error inside 
 (rolled back first). `tests/test_tracking_rows.py` compares the run this leaves with the run the
 client's calls leave.
 
+`create_run` does the same for a new run of an existing experiment: its row, the context tags
+`mlflow.start_run` resolves, its tags and params in one transaction, then MLflow's stack of active
+runs as `mlflow.start_run` leaves it (`test_a_run_started_as_rows_is_the_run_mlflow_starts`).
 `create_model` and `finish_model` do the same for a logged model (a run's checkpoint or final
 model, `run_models`): its row, params, tags, its link to the run and to metric rows already
 sent, then its status, each in one transaction where the client's calls take five ORM sessions
@@ -97,6 +100,104 @@ def write(
     except MlflowException:  # rolled back, nothing written: a row the run has already (a re-sent
         return False  # flush), a run no longer active, a schema MLflow changed: its client decides
     return True
+
+
+def create_run(
+    experiment_name: str, run_name: str | None, tags: dict[str, str], params: dict[str, str]
+) -> Any:
+    """A new run of the existing, active experiment `experiment_name`, RUNNING, with `tags` (over
+    the context tags `mlflow.start_run` resolves) and `params`, in one transaction, put on MLflow's
+    stack of active runs as `mlflow.start_run` puts it; returns the run (MLflow's Run), or None:
+    nothing written, `mlflow.start_run` does it (a new experiment, a resumed run, see the module).
+    `mlflow.start_run` takes seven ORM sessions, reads the experiment twice and the run back."""
+    store = sql_store()
+    if store is None or not _starts_like_mlflow(store):
+        return None
+    import uuid
+
+    from mlflow.entities import LifecycleStage, Param, Run, RunInputs, RunStatus, RunTag, SourceType, ViewType
+    from mlflow.exceptions import MlflowException
+    from mlflow.store.tracking.dbmodels import models as db
+    from mlflow.tracking import fluent
+    from mlflow.tracking.context.registry import resolve_tags
+    from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME, MLFLOW_USER
+    from mlflow.utils.name_utils import _generate_random_name
+    from mlflow.utils.time import get_current_time_millis
+    from mlflow.utils.uri import append_to_uri_path
+    from mlflow.utils.validation import _validate_batch_log_data
+    from sqlalchemy import insert
+
+    name = run_name or _generate_random_name()
+    run_id = uuid.uuid4().hex
+    try:
+        _, param_list, tag_list = _validate_batch_log_data(
+            [],
+            [Param(k, v) for k, v in params.items()],
+            [RunTag(k, v) for k, v in resolve_tags({**tags, MLFLOW_RUN_NAME: name}).items()],
+        )
+        with store.ManagedSessionMaker(read_only=False) as session:
+            stages = LifecycleStage.view_type_to_stages(ViewType.ALL)
+            experiment = (
+                store._get_query(session, db.SqlExperiment)
+                .filter(db.SqlExperiment.name == experiment_name)
+                .filter(db.SqlExperiment.lifecycle_stage.in_(stages))
+                .one_or_none()
+            )
+            if experiment is None or experiment.lifecycle_stage != LifecycleStage.ACTIVE:
+                return None  # MLflow creates it, or says why it cannot hold a run
+            location = experiment.artifact_location
+            run = db.SqlRun(
+                name=name,
+                artifact_uri=append_to_uri_path(location, run_id, store.ARTIFACTS_FOLDER_NAME),
+                run_uuid=run_id,
+                experiment_id=experiment.experiment_id,
+                source_type=SourceType.to_string(SourceType.UNKNOWN),
+                source_name="",
+                entry_point_name="",
+                user_id=next((t.value for t in tag_list if t.key == MLFLOW_USER), "unknown"),
+                status=RunStatus.to_string(RunStatus.RUNNING),
+                start_time=get_current_time_millis(),
+                end_time=None,
+                deleted_time=None,
+                source_version="",
+                lifecycle_stage=LifecycleStage.ACTIVE,
+            )
+            columns = {c.key: getattr(run, c.key) for c in db.SqlRun.__table__.columns}
+            session.execute(insert(db.SqlRun.__table__), [columns])
+            for table, rows in (
+                (db.SqlTag, [{"key": t.key, "value": t.value} for t in tag_list]),
+                (db.SqlParam, [{"key": p.key, "value": p.value} for p in param_list]),
+            ):
+                if rows:
+                    session.execute(insert(table.__table__), [{"run_uuid": run_id, **row} for row in rows])
+    except MlflowException:  # rolled back: `mlflow.start_run` decides
+        return None
+    # the entity MLflow's store returns (its params come later there), not read back
+    run.tags = [db.SqlTag(key=t.key, value=t.value) for t in tag_list]
+    entity = run.to_mlflow_entity()
+    active = fluent.ActiveRun(Run(entity.info, entity.data, RunInputs(dataset_inputs=[])))
+    fluent._active_run_stack.get().append(active)
+    return active
+
+
+def _starts_like_mlflow(store: Any) -> bool:
+    """Whether `mlflow.start_run` would only create a run in `store` and stack it: no run active,
+    none to resume, no system metrics, and MLflow's own `create_run` and run stack."""
+    try:
+        from mlflow.environment_variables import MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING, MLFLOW_RUN_ID
+        from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+        from mlflow.tracking import fluent
+
+        return (
+            type(store).create_run is SqlAlchemyStore.create_run
+            and not fluent._active_run_stack.get()
+            and not MLFLOW_RUN_ID.get()
+            and not MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING.get()
+            and fluent._get_sgc_job_run_id_tag_key() is None
+            and hasattr(fluent, "ActiveRun")
+        )
+    except Exception:  # an MLflow laid out otherwise
+        return False
 
 
 @contextmanager
@@ -255,6 +356,8 @@ _STORE_TABLES = (
     "SqlLoggedModelTag",
     "SqlLoggedModelMetric",
     "SqlInput",
+    "SqlRun",
+    "SqlExperiment",
 )
 
 

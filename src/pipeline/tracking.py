@@ -63,6 +63,11 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, str]:
     return flat
 
 
+def _run_params(params: dict[str, Any]) -> dict[str, str]:
+    """`params` flattened as a run's params, each cut to MLflow's 6000 characters."""
+    return {k: v[:6000] for k, v in flatten(params).items()}
+
+
 def git_tags(cwd: Path | None = None) -> dict[str, str]:
     def git(*args: str) -> str:
         out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10)
@@ -106,7 +111,7 @@ class Tracker:
         uri = tracking_uri()
         mlflow = open_store(uri)
         run_id = os.environ.get("MLFLOW_RUN_ID") or run_id
-        new = False
+        new = with_params = False
         try:
             run = None
             if run_id:
@@ -116,12 +121,15 @@ class Tracker:
                     if run_id == os.environ.get("MLFLOW_RUN_ID"):
                         raise
             if run is None:  # a new run; also when the run of a resumed training is gone
-                experiment_id = _experiment_id(mlflow, cfg.experiment, uri)
                 name = cfg.run_name or os.environ.get("DVC_EXP_NAME")
                 seeded = random.getstate()  # MLflow draws run names from `random`, seeded for training
                 random.seed()
-                try:
-                    run = mlflow.start_run(experiment_id=experiment_id, run_name=name, tags=tags)
+                try:  # as rows with its params where it can (store_rows), else MLflow's way
+                    run = store_rows.create_run(cfg.experiment, name, tags, _run_params(params))
+                    with_params = run is not None
+                    if run is None:
+                        experiment_id = _experiment_id(mlflow, cfg.experiment, uri)
+                        run = mlflow.start_run(experiment_id=experiment_id, run_name=name, tags=tags)
                 finally:
                     random.setstate(seeded)
                 new = True
@@ -129,7 +137,8 @@ class Tracker:
             raise PipelineError(f"MLflow at {uri}: {str(exc).splitlines()[0]}") from None
         tracker = cls(cfg, run.info.run_id)
         tracker.experiment_id = run.info.experiment_id
-        tracker.log_params(params, new_run=new)
+        if not (new and with_params):
+            tracker.log_params(params, new_run=new)
         if not new:  # a new run got its tags as it was created
             mlflow.set_tags(tags)
         return tracker
@@ -172,7 +181,7 @@ class Tracker:
         if not self.enabled:
             return
         mlflow = _mlflow()
-        flat = {k: v[:6000] for k, v in flatten(params).items()}
+        flat = _run_params(params)
         if new_run and flat and store_rows.write(self.run_id, self.experiment_id, params=flat):
             return
         existing = {} if new_run else mlflow.get_run(self.run_id).data.params
