@@ -77,9 +77,16 @@ def test_a_run_model_holds_what_pyfunc_log_model_logs_for_its_file(
     way what `pyfunc.log_model` logs for its file with the run's input example."""
     import mlflow
 
+    resolved = []  # the context tags, resolved once a run where the run is started as rows
     if path == "client":
         monkeypatch.setattr(store_rows, "sql_store", lambda: None)
+    else:  # its experiment made ahead: the run is started as rows and its models use what it wrote
+        uri = tracking.tracking_uri()
+        tracking._experiment_id(tracking.open_store(uri), NAME, uri)
+        context_tags = store_rows.context_tags
+        monkeypatch.setattr(store_rows, "context_tags", lambda: resolved.append(1) or context_tags())
     trained = _train(make_params, workdir)
+    assert resolved == ([1] if path == "rows" else [])
     run_id, layout = trained["run_id"], trained["layout"]
     client = _client()
     ours = {m.name: m for m in logged_models(client, run_id)}[name]

@@ -168,8 +168,9 @@ _NONE_YET = object()
 class RunModels:
     """One run's model files as logged models (see the module's doc)."""
 
-    def __init__(self, client: Any, run_id: str, experiment_id: str) -> None:
-        self.client, self.run_id, self.experiment_id = client, run_id, experiment_id
+    def __init__(self, client: Any, run_id: str, experiment_id: str, known: Any = None) -> None:
+        """`known`: the run's params and context tags (`tracking.RunFacts`), else read here."""
+        self.client, self.run_id, self.experiment_id, self.known = client, run_id, experiment_id, known
         self.folder: ModelFolder | None = None
         self.key: Any = _NONE_YET
         self.params: dict[str, str] = {}
@@ -179,13 +180,14 @@ class RunModels:
     def ready(self, model_file: Path, key: Any, save: Any) -> bool:
         """The run's folder, made from its first model file (again if `key`, what else the folder
         holds: the signature, the input example, changes); False: the client's way for this one."""
-        from mlflow.tracking.context.registry import resolve_tags
-
         if key != self.key:  # made once per run, also when it turns out unusable
             self.folder = ModelFolder.saved(model_file, save)
             self.key = key
-            self.params = {k: str(v) for k, v in self.client.get_run(self.run_id).data.params.items()}
-            self.context = resolve_tags({})  # the tags `Model.log` resolves, the same all run long
+            if self.known is not None:
+                self.params, self.context = dict(self.known.params), dict(self.known.context)
+            else:  # the context: the tags `Model.log` resolves, the same all run long
+                self.params = {k: str(v) for k, v in self.client.get_run(self.run_id).data.params.items()}
+                self.context = store_rows.context_tags()
             self.experiment = self.client.get_experiment(self.experiment_id)
         return self.folder is not None
 

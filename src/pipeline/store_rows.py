@@ -103,10 +103,14 @@ def write(
 
 
 def create_run(
-    experiment_name: str, run_name: str | None, tags: dict[str, str], params: dict[str, str]
+    experiment_name: str,
+    run_name: str | None,
+    tags: dict[str, str],
+    params: dict[str, str],
+    context: dict[str, str],
 ) -> Any:
-    """A new run of the existing, active experiment `experiment_name`, RUNNING, with `tags` (over
-    the context tags `mlflow.start_run` resolves) and `params`, in one transaction, put on MLflow's
+    """A new run of the existing, active experiment `experiment_name`, RUNNING, with `tags` over
+    `context` (`context_tags()`) and `params`, in one transaction, put on MLflow's
     stack of active runs as `mlflow.start_run` puts it; returns the run (MLflow's Run), or None:
     nothing written, `mlflow.start_run` does it (a new experiment, a resumed run, see the module).
     `mlflow.start_run` takes seven ORM sessions, reads the experiment twice and the run back."""
@@ -119,7 +123,6 @@ def create_run(
     from mlflow.exceptions import MlflowException
     from mlflow.store.tracking.dbmodels import models as db
     from mlflow.tracking import fluent
-    from mlflow.tracking.context.registry import resolve_tags
     from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME, MLFLOW_USER
     from mlflow.utils.name_utils import _generate_random_name
     from mlflow.utils.time import get_current_time_millis
@@ -133,7 +136,7 @@ def create_run(
         _, param_list, tag_list = _validate_batch_log_data(
             [],
             [Param(k, v) for k, v in params.items()],
-            [RunTag(k, v) for k, v in resolve_tags({**tags, MLFLOW_RUN_NAME: name}).items()],
+            [RunTag(k, v) for k, v in {**context, **tags, MLFLOW_RUN_NAME: name}.items()],
         )
         with store.ManagedSessionMaker(read_only=False) as session:
             stages = LifecycleStage.view_type_to_stages(ViewType.ALL)
@@ -178,6 +181,14 @@ def create_run(
     active = fluent.ActiveRun(Run(entity.info, entity.data, RunInputs(dataset_inputs=[])))
     fluent._active_run_stack.get().append(active)
     return active
+
+
+def context_tags() -> dict[str, str]:
+    """The tags MLflow resolves from where it runs (user, source, git commit), as `start_run`
+    and `Model.log` resolve them under the caller's own."""
+    from mlflow.tracking.context.registry import resolve_tags
+
+    return resolve_tags({})
 
 
 def _starts_like_mlflow(store: Any) -> bool:

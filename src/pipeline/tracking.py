@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from pipeline import store_rows
 from pipeline.config import TrackingConfig
@@ -81,6 +81,13 @@ def git_tags(cwd: Path | None = None) -> dict[str, str]:
     return {"git_commit": commit, "git_dirty": str(dirty).lower()} if commit else {}
 
 
+class RunFacts(NamedTuple):
+    """A new run's params (as stored) and context tags, kept by the process that wrote them."""
+
+    params: dict[str, str]
+    context: dict[str, str]
+
+
 class Tracker:
     """An open MLflow run, or nothing at all when `tracking.enabled` is false."""
 
@@ -94,6 +101,7 @@ class Tracker:
         self._pending_tags: dict[str, str] = {}
         self._sent_unlinked: dict[int, list[Any]] = {}  # the newest step's rows sent without a model
         self._models: Any = None  # RunModels, on the first model logged
+        self.known: RunFacts | None = None  # what the run holds, where this process wrote all of it
         self.experiment_id: str | None = None
 
     @property
@@ -125,7 +133,8 @@ class Tracker:
                 seeded = random.getstate()  # MLflow draws run names from `random`, seeded for training
                 random.seed()
                 try:  # as rows with its params where it can (store_rows), else MLflow's way
-                    run = store_rows.create_run(cfg.experiment, name, tags, _run_params(params))
+                    known = RunFacts(_run_params(params), store_rows.context_tags())
+                    run = store_rows.create_run(cfg.experiment, name, tags, known.params, known.context)
                     with_params = run is not None
                     if run is None:
                         experiment_id = _experiment_id(mlflow, cfg.experiment, uri)
@@ -137,7 +146,9 @@ class Tracker:
             raise PipelineError(f"MLflow at {uri}: {str(exc).splitlines()[0]}") from None
         tracker = cls(cfg, run.info.run_id)
         tracker.experiment_id = run.info.experiment_id
-        if not (new and with_params):
+        if new and with_params:
+            tracker.known = known
+        else:
             tracker.log_params(params, new_run=new)
         if not new:  # a new run got its tags as it was created
             mlflow.set_tags(tags)
@@ -185,6 +196,8 @@ class Tracker:
         if new_run and flat and store_rows.write(self.run_id, self.experiment_id, params=flat):
             return
         existing = {} if new_run else mlflow.get_run(self.run_id).data.params
+        if not new_run:  # the run's params are no longer only those this process wrote
+            self.known = self._models = None
         new = {k: v for k, v in flat.items() if k not in existing}
         changed = {f"changed.{k}": v for k, v in flat.items() if k in existing and existing[k] != v}
         if new:
@@ -316,7 +329,7 @@ class Tracker:
 
         if self._models is None:
             client = _mlflow().MlflowClient()
-            self._models = RunModels(client, str(self.run_id), self._run_experiment_id())
+            self._models = RunModels(client, str(self.run_id), self._run_experiment_id(), self.known)
 
         def save(folder: Path) -> None:
             with _pyfunc_arguments(model_file, record, example) as arguments:
