@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -315,6 +317,24 @@ def test_save_load_round_trip(tmp_path, config):
     _assert_same(ds, loaded)
     assert fingerprint(loaded) == fingerprint(ds)
     assert [p.name for p in path.parent.iterdir()] == ["dataset.npz"]  # no temporary left
+
+
+def test_a_dataset_file_is_np_savez_s_members_in_headers_no_python_changes(tmp_path):
+    """The members are those `np.savez` writes, byte for byte; the headers carry no zip64 field
+    (whose bytes Python 3.11.4 changed) and a fixed date: equal data, equal file, on any Python."""
+    write_idx_dataset(tmp_path, "MNIST", n_train=6, n_test=4)
+    ds = make_dataset(DataConfig(source="mnist", root=str(tmp_path), download=False))
+    save_dataset(tmp_path / "ours.npz", ds)
+    arrays = {"features": ds.features, "targets": ds.targets, "meta": np.array(json.dumps(ds.meta()))}
+    np.savez(tmp_path / "numpy.npz", **arrays, is_test=ds.is_test)
+    with zipfile.ZipFile(tmp_path / "ours.npz") as ours, zipfile.ZipFile(tmp_path / "numpy.npz") as theirs:
+        assert ours.namelist() == theirs.namelist() == [f"{k}.npy" for k in (*arrays, "is_test")]
+        for member in ours.infolist():
+            assert ours.read(member) == theirs.read(member.filename), member.filename
+            assert member.extra == b"" and member.extract_version == 20, member.filename
+            assert member.date_time == (1980, 1, 1, 0, 0, 0) and member.compress_type == zipfile.ZIP_STORED
+    save_dataset(tmp_path / "again.npz", ds)
+    assert (tmp_path / "again.npz").read_bytes() == (tmp_path / "ours.npz").read_bytes()
 
 
 def test_save_load_round_trip_with_is_test(tmp_path):

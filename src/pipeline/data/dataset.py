@@ -79,7 +79,19 @@ def save_dataset(path: str | Path, dataset: Dataset) -> None:
     }
     if dataset.is_test is not None:
         arrays["is_test"] = dataset.is_test
-    write_bytes(path, lambda handle: np.savez(handle, **arrays))
+    write_bytes(path, lambda handle: _write_npz(handle, arrays))
+
+
+def _write_npz(handle: Any, arrays: dict[str, np.ndarray]) -> None:
+    """What `np.savez` writes (a stored `.npy` member per array), in headers that are the same
+    bytes on every Python: `np.savez` forces zip64 headers, which Python 3.11.4 changed, so the
+    same data hashed differently to DVC; here zip64 only for a member over 2 GiB, as zip needs."""
+    with zipfile.ZipFile(handle, "w", zipfile.ZIP_STORED) as archive:
+        for key, array in arrays.items():
+            member = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            member.file_size = array.nbytes + 65536  # a bound on the .npy: zipfile picks zip64 by it
+            with archive.open(member, "w") as out:
+                np.lib.format.write_array(out, np.asanyarray(array), allow_pickle=False)
 
 
 def load_dataset(path: str | Path) -> Dataset:
