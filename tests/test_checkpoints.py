@@ -8,7 +8,7 @@ import pytest
 import torch
 from conftest import tiny_params
 
-from pipeline import __version__, checkpoints, stages
+from pipeline import __version__, checkpoints, history, stages
 from pipeline.checkpoints import (
     checkpoint_path,
     list_checkpoints,
@@ -88,7 +88,7 @@ def test_checkpoint_contents(layout):
         trainer = saved["trainer"]
         assert trainer["state"]["epoch"] == epoch
         assert trainer["state"]["step"] == 4 * epoch  # 120 train rows, batches of 32
-        assert len(trainer["state"]["history"]) == epoch
+        assert len(history.unpacked(trainer["state"]["history"])) == epoch
         assert trainer["optimizer"]["state"]  # Adam moments after the first step
         assert trainer["optimizer"]["param_groups"][0]["lr"] == p.train.lr
         assert isinstance(trainer["generator"], torch.Tensor) and trainer["generator"].dtype == torch.uint8

@@ -12,7 +12,7 @@ from typing import Any
 
 from pipeline.config import Params, check_task, default_loss
 from pipeline.errors import PipelineError
-from pipeline.files import read_json, remove_stale_temporaries, write_json
+from pipeline.files import read_json, remove_stale_temporaries, write_json, write_text
 
 
 @dataclass(frozen=True)
@@ -104,6 +104,7 @@ def train(params: Params, layout: Layout = Layout()) -> dict[str, Any]:
 def _train(params: Params, layout: Layout, background: Any) -> dict[str, Any]:
     from pipeline import __version__, allocator, checkpoints, gc_control
     from pipeline.callbacks import Checkpointer, MetricLogger, ProgressBar
+    from pipeline.history import json_text as history_text
     from pipeline.model import build_model, head_size
     from pipeline.tracking import git_tags
     from pipeline.tracking_process import start_tracker
@@ -179,17 +180,19 @@ def _train(params: Params, layout: Layout, background: Any) -> dict[str, Any]:
                 trainer.model, description=description, epoch=epoch, step=state.step
             )
             checkpoints.save_model(layout.model, record)
-            write_json(
+            write_text(
                 layout.history,
-                {
-                    "stop_reason": state.stop_reason,
-                    "epochs": state.epoch,
-                    "steps": state.step,
-                    "best_epoch": state.best_epoch,
-                    "resumed_from": resumed_from,
-                    "history": state.history,
-                    "test_history": state.test_history,
-                },
+                history_text(
+                    {
+                        "stop_reason": state.stop_reason,
+                        "epochs": state.epoch,
+                        "steps": state.step,
+                        "best_epoch": state.best_epoch,
+                        "resumed_from": resumed_from,
+                        "history": state.history,
+                        "test_history": state.test_history,
+                    }
+                ),
             )
             tracker.set_tags({"stop_reason": state.stop_reason})
             model_uri = version = None

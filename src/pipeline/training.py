@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from pipeline import history
 from pipeline.backprop import DirectBackward, unsupported
 from pipeline.config import TrainConfig
 from pipeline.model import make_loss
@@ -422,7 +423,11 @@ class Trainer:
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
             "best_weights": self.best_weights,
-            "state": self.state.__dict__.copy(),
+            "state": {  # the histories as one tensor per metric (see pipeline.history)
+                **self.state.__dict__,
+                "history": history.packed(self.state.history),
+                "test_history": history.packed(self.state.test_history),
+            },
         }
 
     def load_state_dict(self, saved: dict[str, Any]) -> None:
@@ -435,6 +440,13 @@ class Trainer:
         if saved.get("cuda_rng") is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(saved["cuda_rng"])
         self.best_weights = saved.get("best_weights")
-        self.state = TrainState(**saved["state"])
+        state = saved["state"]
+        self.state = TrainState(
+            **{
+                **state,
+                "history": history.unpacked(state["history"]),
+                "test_history": history.unpacked(state["test_history"]),
+            }
+        )
         if self.state.stop_reason in ("epochs", "max_steps"):  # the limits may have been raised since
             self.state.stop_reason = ""
