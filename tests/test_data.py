@@ -42,6 +42,31 @@ def test_blobs(centers, task):
     assert ds.source == "blobs" and ds.scale == 1.0 and ds.is_test is None
 
 
+def test_our_make_blobs_draws_what_scikit_learns_draws():
+    """Bit for bit, for counts that split evenly among the centers and counts that do not (fewer
+    rows than centers too), several widths, spreads and seeds."""
+    from pipeline.data.synthetic import make_blobs as ours
+
+    for seed in (0, 1, 42, 2**32 - 1):
+        for n_samples, centers, n_features, std in [
+            (1000, 4, 2, 1.0),
+            (5000, 2, 64, 10.0),
+            (7, 3, 5, 0.3),
+            (2, 5, 1, 2.5),
+        ]:
+            x, y = ours(n_samples, centers, n_features, std, seed)
+            expected_x, expected_y = make_blobs(
+                n_samples=n_samples,
+                centers=centers,
+                n_features=n_features,
+                cluster_std=std,
+                random_state=seed,
+            )
+            assert x.dtype == expected_x.dtype and y.dtype == expected_y.dtype
+            np.testing.assert_array_equal(x, expected_x)
+            np.testing.assert_array_equal(y, expected_y)
+
+
 def test_blobs_are_seeded():
     a = make_dataset(DataConfig(source="blobs", n_samples=50, random_state=1))
     b = make_dataset(DataConfig(source="blobs", n_samples=50, random_state=1))

@@ -6,10 +6,11 @@ import re
 
 import numpy as np
 import pytest
-from conftest import REPO
+from conftest import REPO, run_script
 from idx import write_idx_dataset
 from sklearn.model_selection import train_test_split
 
+from pipeline import split as split_module
 from pipeline import stages
 from pipeline.config import DataConfig, SplitConfig, load_params
 from pipeline.data import Dataset, fingerprint, load_dataset, make_dataset
@@ -282,3 +283,52 @@ def test_split_stage_without_data(make_params, layout):
         stages.split(make_params(), layout)
     assert "dataset.npz" in str(info.value)
     assert not layout.split_dir.exists()
+
+
+# -- the tutorials' draws without scikit-learn's import ------------------------------------------
+def _sklearn_split(index, fraction, seed, stratify):
+    return train_test_split(index, test_size=fraction, random_state=seed, stratify=stratify)
+
+
+@pytest.mark.parametrize("stratified", [True, False])
+def test_our_train_test_split_draws_what_scikit_learns_draws(stratified):
+    """Positions for sizes, fractions, class counts and imbalances, ties in the rounding and
+    errors included: the same as scikit-learn's `train_test_split` for every seed tried."""
+    compared = failed = 0
+    for seed in range(12):
+        rng = np.random.default_rng(seed)
+        for n in (3, 7, 10, 25, 64, 101, 400):
+            for n_classes in (2, 3, 5):
+                weights = rng.dirichlet(np.ones(n_classes))
+                labels = rng.choice(n_classes, size=n, p=weights).astype(np.int64)
+                index = rng.permutation(n) + 1000  # positions must index the caller's rows
+                for fraction in (0.1, 0.125, 0.2, 0.25, 1 / 3, 0.5, 0.9):
+                    stratify = labels if stratified else None
+                    try:
+                        expected = _sklearn_split(index, fraction, seed, stratify)
+                    except ValueError:
+                        with pytest.raises(PipelineError, match=r"^cannot split"):
+                            split_module.train_test_split(index, fraction, seed, stratify)
+                        failed += 1
+                        continue
+                    kept, taken = split_module.train_test_split(index, fraction, seed, stratify)
+                    np.testing.assert_array_equal(index[kept], expected[0])
+                    np.testing.assert_array_equal(index[taken], expected[1])
+                    compared += 1
+    assert compared > 1000 and (failed > 20 or not stratified)
+
+
+def test_data_and_split_stages_do_not_import_scikit_learn(tmp_path):
+    """Blobs and a stratified random split, the default pipeline's, without scikit-learn's import."""
+    code = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from pipeline import stages\n"
+        "from pipeline.config import params_from_dict\n"
+        "params = params_from_dict({})\n"
+        "layout = stages.Layout(Path(sys.argv[1]))\n"
+        "stages.data(params, layout); stages.split(params, layout)\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('sklearn', 'scipy')))\n"
+    )
+    assert run_script(code, tmp_path) == "[]"
+    assert (tmp_path / "data" / "split" / "train.npz").is_file()
