@@ -67,6 +67,27 @@ def test_our_make_blobs_draws_what_scikit_learns_draws():
             np.testing.assert_array_equal(y, expected_y)
 
 
+@pytest.mark.parametrize("source", ["moons", "circles"])
+def test_our_moons_and_circles_are_scikit_learns(source):
+    """Bit for bit, even and odd counts, with and without noise, several seeds."""
+    from pipeline.data import synthetic
+
+    for seed in (0, 3, 2**32 - 1):
+        for n_samples in (1, 2, 7, 100, 1001):
+            for noise in (0.0, 0.1, 0.35):
+                if source == "moons":
+                    x, y = synthetic.make_moons(n_samples, noise, seed)
+                    expected = make_moons(n_samples=n_samples, noise=noise or None, random_state=seed)
+                else:
+                    x, y = synthetic.make_circles(n_samples, noise, 0.5, seed)
+                    expected = make_circles(
+                        n_samples=n_samples, noise=noise or None, factor=0.5, random_state=seed
+                    )
+                assert x.dtype == expected[0].dtype and y.dtype == expected[1].dtype
+                np.testing.assert_array_equal(x, expected[0])
+                np.testing.assert_array_equal(y, expected[1])
+
+
 def test_blobs_are_seeded():
     a = make_dataset(DataConfig(source="blobs", n_samples=50, random_state=1))
     b = make_dataset(DataConfig(source="blobs", n_samples=50, random_state=1))

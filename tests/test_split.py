@@ -318,14 +318,16 @@ def test_our_train_test_split_draws_what_scikit_learns_draws(stratified):
     assert compared > 1000 and (failed > 20 or not stratified)
 
 
-def test_data_and_split_stages_do_not_import_scikit_learn(tmp_path):
-    """Blobs and a stratified random split, the default pipeline's, without scikit-learn's import."""
+@pytest.mark.parametrize("source", ["blobs", "moons", "circles"])
+def test_data_and_split_stages_do_not_import_scikit_learn(tmp_path, source):
+    """The generated sets and a stratified random split (the default pipeline's with blobs)
+    without scikit-learn's import."""
     code = (
         "import sys\n"
         "from pathlib import Path\n"
         "from pipeline import stages\n"
         "from pipeline.config import params_from_dict\n"
-        "params = params_from_dict({})\n"
+        f"params = params_from_dict({{'data': {{'source': {source!r}}}}})\n"
         "layout = stages.Layout(Path(sys.argv[1]))\n"
         "stages.data(params, layout); stages.split(params, layout)\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('sklearn', 'scipy')))\n"

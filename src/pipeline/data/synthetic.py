@@ -45,19 +45,50 @@ def make_blobs(
 
 
 def moons(cfg: DataConfig) -> Dataset:
-    from sklearn.datasets import make_moons
-
-    x, y = make_moons(n_samples=cfg.n_samples, noise=cfg.noise or None, random_state=cfg.random_state)
+    x, y = make_moons(cfg.n_samples, cfg.noise, cfg.random_state)
     return _classification(x, y, 2, "moons")
 
 
 def circles(cfg: DataConfig) -> Dataset:
-    from sklearn.datasets import make_circles
-
-    x, y = make_circles(
-        n_samples=cfg.n_samples, noise=cfg.noise or None, factor=0.5, random_state=cfg.random_state
-    )
+    x, y = make_circles(cfg.n_samples, cfg.noise, 0.5, cfg.random_state)
     return _classification(x, y, 2, "circles")
+
+
+def make_moons(n_samples: int, noise: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's `make_moons(n_samples, noise=noise or None, random_state=seed)`, bit for bit,
+    without its import (see `make_blobs`): two half circles, the lower one shifted right."""
+    outer, inner = np.linspace(0, np.pi, n_samples // 2), np.linspace(0, np.pi, n_samples - n_samples // 2)
+    return _two_curves(np.cos(outer), np.sin(outer), 1 - np.cos(inner), 1 - np.sin(inner) - 0.5, noise, seed)
+
+
+def make_circles(n_samples: int, noise: float, factor: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's `make_circles(n_samples, noise=noise or None, factor=factor,
+    random_state=seed)`, bit for bit, without its import: a circle around a smaller one."""
+    outer = np.linspace(0, 2 * np.pi, n_samples // 2, endpoint=False)
+    inner = np.linspace(0, 2 * np.pi, n_samples - n_samples // 2, endpoint=False)
+    return _two_curves(
+        np.cos(outer), np.sin(outer), np.cos(inner) * factor, np.sin(inner) * factor, noise, seed
+    )
+
+
+def _two_curves(
+    outer_x: np.ndarray,
+    outer_y: np.ndarray,
+    inner_x: np.ndarray,
+    inner_y: np.ndarray,
+    noise: float,
+    seed: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Class 0 on the outer curve, 1 on the inner, shuffled, then Gaussian noise (none for 0)."""
+    rng = np.random.RandomState(seed)
+    x = np.vstack([np.append(outer_x, inner_x), np.append(outer_y, inner_y)]).T
+    y = np.hstack([np.zeros(len(outer_x), dtype=np.intp), np.ones(len(inner_x), dtype=np.intp)])
+    order = np.arange(len(y))
+    rng.shuffle(order)
+    x, y = x[order], y[order]
+    if noise:
+        x += rng.normal(scale=noise, size=x.shape)
+    return x, y
 
 
 def linear(cfg: DataConfig) -> Dataset:
