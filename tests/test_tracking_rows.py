@@ -87,13 +87,20 @@ def _logged_run(monkeypatch: pytest.MonkeyPatch, direct: bool, status: str) -> d
     }
 
 
+def _same_both_ways(monkeypatch: pytest.MonkeyPatch, observe: Any, *args: Any) -> dict[str, Any]:
+    """`observe(patched, direct, *args)` as rows and through MLflow's client alone, each with its
+    own patches: the two must be equal; returns the rows' one."""
+    seen = []
+    for direct in (True, False):
+        with monkeypatch.context() as patched:
+            seen.append(observe(patched, direct, *args))
+    assert seen[0] == seen[1]
+    return seen[0]
+
+
 @pytest.mark.parametrize("status", ["FINISHED", "FAILED"])
 def test_direct_writes_leave_the_run_as_mlflows_client_calls_do(workdir: Path, monkeypatch, status):
-    with monkeypatch.context() as patched:
-        direct = _logged_run(patched, True, status)
-    with monkeypatch.context() as patched:
-        through_client = _logged_run(patched, False, status)
-    assert direct == through_client
+    direct = _same_both_ways(monkeypatch, _logged_run, status)
     assert direct["status"] == status and direct["ended"] and not direct["active"]
     assert len(direct["model_rows"]) == 3 * 3  # step 3: one model, step 4: two; three metrics each
 
@@ -155,11 +162,7 @@ def _started_run(monkeypatch: pytest.MonkeyPatch, direct: bool, name: str | None
 
 @pytest.mark.parametrize("name", [None, "named-run"])
 def test_a_run_started_as_rows_is_the_run_mlflow_starts(workdir: Path, monkeypatch, name):
-    with monkeypatch.context() as patched:
-        direct = _started_run(patched, True, name)
-    with monkeypatch.context() as patched:
-        through_client = _started_run(patched, False, name)
-    assert direct == through_client
+    direct = _same_both_ways(monkeypatch, _started_run, name)
     assert direct["params"]["note"] == "x" * 6000 and direct["params"]["train.hidden"] == "[8, 4]"
     assert direct["tags"]["device"] == "cpu" and "mlflow.user" in direct["tags"]
     assert direct["row"]["status"] == "RUNNING" and direct["status_after"] == "FINISHED"
