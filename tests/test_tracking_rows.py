@@ -181,3 +181,14 @@ def test_a_new_or_deleted_experiment_takes_mlflows_way(workdir: Path):
     with pytest.raises(PipelineError, match=r"^MLflow at sqlite:.*active") as raised:
         tracking.Tracker.start(TrackingConfig(experiment="fresh"), {"a": 1}, {})
     assert "\n" not in str(raised.value) and mlflow.active_run() is None
+
+
+def test_where_mlflow_starts_the_run_the_context_is_resolved_by_mlflow_alone(workdir: Path, monkeypatch):
+    """No store for rows (a server, say): `Tracker.start` leaves the context tags to
+    `mlflow.start_run` and does not resolve them itself too."""
+    resolved = []
+    monkeypatch.setattr(store_rows, "sql_store", lambda: None)
+    monkeypatch.setattr(store_rows, "context_tags", lambda: resolved.append(1) or {})
+    tracker = tracking.Tracker.start(TrackingConfig(experiment="rows"), {"a": 1}, {})
+    tracker.finish()
+    assert resolved == [] and tracker.known is None

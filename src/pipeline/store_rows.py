@@ -103,20 +103,18 @@ def write(
 
 
 def create_run(
-    experiment_name: str,
-    run_name: str | None,
-    tags: dict[str, str],
-    params: dict[str, str],
-    context: dict[str, str],
-) -> Any:
+    experiment_name: str, run_name: str | None, tags: dict[str, str], params: dict[str, str]
+) -> tuple[Any, dict[str, str]] | None:
     """A new run of the existing, active experiment `experiment_name`, RUNNING, with `tags` over
-    `context` (`context_tags()`) and `params`, in one transaction, put on MLflow's
-    stack of active runs as `mlflow.start_run` puts it; returns the run (MLflow's Run), or None:
-    nothing written, `mlflow.start_run` does it (a new experiment, a resumed run, see the module).
-    `mlflow.start_run` takes seven ORM sessions, reads the experiment twice and the run back."""
+    the context tags `mlflow.start_run` resolves (`context_tags()`) and `params`, in one
+    transaction, put on MLflow's stack of active runs as `mlflow.start_run` puts it; returns the
+    active run and the context tags, or None: nothing written, `mlflow.start_run` does it (a new
+    experiment, a resumed run, see the module). `mlflow.start_run` takes seven ORM sessions,
+    reads the experiment twice and the run back."""
     store = sql_store()
     if store is None or not _starts_like_mlflow(store):
         return None
+    context = context_tags()  # only here: where `mlflow.start_run` takes over, it resolves them
     import uuid
 
     from mlflow.entities import LifecycleStage, Param, Run, RunInputs, RunStatus, RunTag, SourceType, ViewType
@@ -180,7 +178,7 @@ def create_run(
     entity = run.to_mlflow_entity()
     active = fluent.ActiveRun(Run(entity.info, entity.data, RunInputs(dataset_inputs=[])))
     fluent._active_run_stack.get().append(active)
-    return active
+    return active, context
 
 
 def context_tags() -> dict[str, str]:

@@ -119,7 +119,8 @@ class Tracker:
         uri = tracking_uri()
         mlflow = open_store(uri)
         run_id = os.environ.get("MLFLOW_RUN_ID") or run_id
-        new = with_params = False
+        new = False
+        known: RunFacts | None = None  # set where the run and its params were written as rows
         try:
             run = None
             if run_id:
@@ -133,10 +134,10 @@ class Tracker:
                 seeded = random.getstate()  # MLflow draws run names from `random`, seeded for training
                 random.seed()
                 try:  # as rows with its params where it can (store_rows), else MLflow's way
-                    known = RunFacts(_run_params(params), store_rows.context_tags())
-                    run = store_rows.create_run(cfg.experiment, name, tags, known.params, known.context)
-                    with_params = run is not None
-                    if run is None:
+                    flat = _run_params(params)
+                    if (made := store_rows.create_run(cfg.experiment, name, tags, flat)) is not None:
+                        run, known = made[0], RunFacts(flat, made[1])
+                    else:
                         experiment_id = _experiment_id(mlflow, cfg.experiment, uri)
                         run = mlflow.start_run(experiment_id=experiment_id, run_name=name, tags=tags)
                 finally:
@@ -146,7 +147,7 @@ class Tracker:
             raise PipelineError(f"MLflow at {uri}: {str(exc).splitlines()[0]}") from None
         tracker = cls(cfg, run.info.run_id)
         tracker.experiment_id = run.info.experiment_id
-        if new and with_params:
+        if known is not None:
             tracker.known = known
         else:
             tracker.log_params(params, new_run=new)
