@@ -74,13 +74,13 @@ def train_test_split(
         order = rng.permutation(n)
         return order[n_taken:], order[:n_taken]
     classes, of_class, counts = np.unique(stratify, return_inverse=True, return_counts=True)
-    reason = (
-        f"class {classes[counts < 2][0]} has a single row"
-        if counts.min() < 2
-        else f"{min(n_kept, n_taken)} rows cannot hold all {len(classes)} classes"
-        if min(n_kept, n_taken) < len(classes)
-        else ""
-    )
+    smaller = min(n_kept, n_taken)
+    if counts.min() < 2:
+        reason = f"class {classes[counts < 2][0]} has a single row"
+    elif smaller < len(classes):
+        reason = f"{smaller} rows cannot hold all {len(classes)} classes"
+    else:
+        reason = ""
     if reason:
         raise PipelineError(f"cannot split {n} rows with split.stratify on: {reason}")
     members = np.split(np.argsort(of_class, kind="stable"), np.cumsum(counts)[:-1])
