@@ -38,10 +38,7 @@ def make_blobs(
     x = np.concatenate(
         [rng.normal(loc=middles[i], scale=cluster_std, size=(n, n_features)) for i, n in enumerate(sizes)]
     )
-    y = np.repeat(np.arange(centers), sizes)
-    order = np.arange(n_samples)
-    rng.shuffle(order)
-    return x[order], y[order]
+    return _shuffled(x, np.repeat(np.arange(centers), sizes), rng)
 
 
 def moons(cfg: DataConfig) -> Dataset:
@@ -83,12 +80,17 @@ def _two_curves(
     rng = np.random.RandomState(seed)
     x = np.vstack([np.append(outer_x, inner_x), np.append(outer_y, inner_y)]).T
     y = np.hstack([np.zeros(len(outer_x), dtype=np.intp), np.ones(len(inner_x), dtype=np.intp)])
-    order = np.arange(len(y))
-    rng.shuffle(order)
-    x, y = x[order], y[order]
+    x, y = _shuffled(x, y, rng)
     if noise:
         x += rng.normal(scale=noise, size=x.shape)
     return x, y
+
+
+def _shuffled(x: np.ndarray, y: np.ndarray, rng: np.random.RandomState) -> tuple[np.ndarray, np.ndarray]:
+    """The rows of `x` and `y` in one order drawn from `rng`, as scikit-learn's generators shuffle."""
+    order = np.arange(len(y))
+    rng.shuffle(order)
+    return x[order], y[order]
 
 
 def linear(cfg: DataConfig) -> Dataset:
