@@ -71,13 +71,14 @@ def test_gradients_and_training_match_autograd_bit_for_bit(activation: str, loss
 
 @pytest.mark.parametrize(
     ("hidden", "features", "scale"),
-    [([], 1, 1.0), ([], 3, 1.0), ([10], 2, 1.0), ([1], 1, 1.0), ([12, 12, 12], 9, 255.0)],
+    [([], 1, 1.0), ([], 3, 1.0), ([10], 2, 1.0), ([1], 1, 1.0), ([12, 12, 12], 9, 255.0), ([2048], 2, 1.0)],
 )
 @pytest.mark.parametrize("loss", ["cross_entropy", "l1"])
 def test_shapes_at_the_edges_match_autograd(
     hidden: list[int], features: int, scale: float, loss: str
 ) -> None:
-    """A linear model (no hidden layer), one input or one unit, the uint8 pixels' rescale layer."""
+    """A linear model (no hidden layer), one input or one unit, the uint8 pixels' rescale layer, a
+    wide layer over two inputs (whose weight gradient pipeline.weight_grads may take transposed)."""
     units = 3 if loss == "cross_entropy" else 1
     reference, direct_model = twins(ModelConfig(hidden=hidden, activation="sigmoid"), features, units, scale)
     direct = DirectBackward(direct_model, loss)

@@ -18,6 +18,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from pipeline.model import Rescale
+from pipeline.weight_grads import weight_grad
 
 aten = torch.ops.aten
 
@@ -123,8 +124,9 @@ class DirectBackward:
         for i, layer, weight, bias in self.backwards:
             inp, out = saved[i]
             if weight is not None:
-                # autograd's addmm backward for weight.t() laid out column-major: (grad^T inp)
-                weight.grad = grad.t().mm(inp)
+                # autograd's addmm backward for weight.t() laid out column-major: (grad^T inp),
+                # or the same bits in the layout MKL computes faster (pipeline.weight_grads)
+                weight.grad = weight_grad(grad, inp)
                 if bias is not None:
                     bias.grad = grad.sum(0)
                 if i > self.first:
