@@ -9,6 +9,7 @@ from torch import nn
 from pipeline.backprop import DirectBackward, unsupported
 from pipeline.config import ModelConfig
 from pipeline.model import Rescale, build_model, make_loss
+from pipeline.weight_grads import WeightGrad
 
 ACTIVATIONS = ["relu", "tanh", "sigmoid", "gelu", "leaky_relu", "elu", "identity"]
 # the devices this machine has: the same comparison runs on a GPU where one is present
@@ -85,7 +86,7 @@ def test_shapes_at_the_edges_match_autograd(
     sgd_a = torch.optim.SGD(reference.parameters(), lr=0.5, momentum=0.9, foreach=True)
     sgd_b = torch.optim.SGD(direct_model.parameters(), lr=0.5, momentum=0.9, foreach=True)
     for step in range(4):
-        x, y = batch(loss, 50, features, units, seed=step)
+        x, y = batch(loss, (50, 37)[step % 2], features, units, seed=step)  # a layout per batch size
         if scale != 1.0:
             x = (x.abs() * 40).clamp(max=255).to(torch.uint8).float()
         assert torch.equal(direct(x, y)[1], autograd_step(reference, loss, x, y))
@@ -107,3 +108,23 @@ def test_what_it_cannot_do_is_named() -> None:
     assert unsupported(build_model(ModelConfig(hidden=[4]), 2, 3), "cross_entropy") == ""
     with pytest.raises(ValueError, match="Dropout"):
         DirectBackward(build_model(ModelConfig(hidden=[4], dropout=0.5), 2, 3), "cross_entropy")
+
+
+def test_a_weight_gradient_layout_per_layer_and_batch_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The layout pipeline.weight_grads probed for one batch size is not reused for another."""
+    import pipeline.backprop
+
+    asked: list[tuple[int, int]] = []
+    real = pipeline.backprop.layout_for
+
+    def recorded(grad: torch.Tensor, inp: torch.Tensor) -> WeightGrad:
+        asked.append((len(grad), inp.shape[1]))
+        return real(grad, inp)
+
+    monkeypatch.setattr(pipeline.backprop, "layout_for", recorded)
+    reference, direct_model = twins(ModelConfig(hidden=[64], activation="tanh"), 2, 3)
+    direct = DirectBackward(direct_model, "cross_entropy")
+    for step, rows in enumerate([50, 37, 50, 37]):
+        x, y = batch("cross_entropy", rows, 2, 3, seed=step)
+        assert torch.equal(direct(x, y)[1], autograd_step(reference, "cross_entropy", x, y))
+    assert asked == [(50, 64), (50, 2), (37, 64), (37, 2)]  # from the last layer down

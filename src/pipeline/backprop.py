@@ -18,7 +18,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from pipeline.model import Rescale
-from pipeline.weight_grads import weight_grad
+from pipeline.weight_grads import WeightGrad, layout_for
 
 aten = torch.ops.aten
 
@@ -102,6 +102,7 @@ class DirectBackward:
         self.loss_and_grad = LOSS_AND_GRAD[loss]
         self.squeeze = loss != "cross_entropy"  # one output unit, read as (batch,)
         self.delta = huber_delta
+        self.layouts: dict[tuple[int, int], WeightGrad] = {}  # (layer, batch) -> its weight gradient's
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(batch, features), targets -> (outputs (batch, units), mean loss); sets every `.grad`."""
@@ -126,7 +127,10 @@ class DirectBackward:
             if weight is not None:
                 # autograd's addmm backward for weight.t() laid out column-major: (grad^T inp),
                 # or the same bits in the layout MKL computes faster (pipeline.weight_grads)
-                weight.grad = weight_grad(grad, inp)
+                layout = self.layouts.get((i, len(grad)))
+                if layout is None:
+                    layout = self.layouts[i, len(grad)] = layout_for(grad, inp)
+                weight.grad = layout(grad, inp)
                 if bias is not None:
                     bias.grad = grad.sum(0)
                 if i > self.first:

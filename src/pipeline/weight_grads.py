@@ -33,19 +33,26 @@ def autograd_layout(grad: torch.Tensor, inp: torch.Tensor) -> torch.Tensor:
 
 
 def transposed_layout(grad: torch.Tensor, inp: torch.Tensor) -> torch.Tensor:
-    """The same product as (in, out)^T, made contiguous as autograd leaves it."""
+    """The same product as (in, out)^T, made contiguous as autograd leaves it (the probes are
+    contiguous, so other layouts take autograd's product)."""
+    if not (grad.is_contiguous() and inp.is_contiguous()):
+        return autograd_layout(grad, inp)
     return inp.t().mm(grad).t().contiguous()
+
+
+def layout_for(grad: torch.Tensor, inp: torch.Tensor) -> WeightGrad:
+    """The layout for a weight gradient from grad (batch, out) and the layer's input (batch, in):
+    the transposed one only on the CPU, for more outputs than inputs, where a probe kept it."""
+    batch, fan_out = grad.shape
+    fan_in = inp.shape[1]
+    if grad.device.type != "cpu" or fan_in >= fan_out or batch * fan_in * fan_out < MIN_PRODUCTS:
+        return autograd_layout
+    return _layout(batch, fan_in, fan_out, grad.dtype, torch.get_num_threads())
 
 
 def weight_grad(grad: torch.Tensor, inp: torch.Tensor) -> torch.Tensor:
     """grad (batch, out), the layer's input (batch, in) -> the weight's gradient (out, in)."""
-    if grad.device.type != "cpu" or not (grad.is_contiguous() and inp.is_contiguous()):
-        return autograd_layout(grad, inp)
-    batch, fan_out = grad.shape
-    fan_in = inp.shape[1]
-    if fan_in >= fan_out or batch * fan_in * fan_out < MIN_PRODUCTS:
-        return autograd_layout(grad, inp)
-    return _layout(batch, fan_in, fan_out, grad.dtype, torch.get_num_threads())(grad, inp)
+    return layout_for(grad, inp)(grad, inp)
 
 
 @functools.lru_cache(maxsize=256)
