@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import subprocess
@@ -95,3 +96,95 @@ def test_without_a_usable_cache_mlflow_makes_the_store(tmp_path, monkeypatch):
 def test_no_folder_no_store(tmp_path):
     assert not store_template.seed(f"sqlite:///{tmp_path / 'missing' / 'mlflow.db'}")
     assert not (tmp_path / "missing").exists()
+
+
+def _journal_mode(database: Path) -> str:
+    with contextlib.closing(sqlite3.connect(database)) as conn:
+        return conn.execute("PRAGMA journal_mode").fetchone()[0]
+
+
+def test_a_new_store_on_a_local_filesystem_writes_ahead(tmp_path):
+    assert store_template.filesystem_type(tmp_path) in store_template.LOCAL_FILESYSTEMS
+    database = tmp_path / "mlflow.db"
+    assert store_template.seed(f"sqlite:///{database}")
+    assert _journal_mode(database) == "wal"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mlflow.db"]  # no log left beside it
+
+
+def test_an_existing_store_keeps_its_journal(tmp_path):
+    database = tmp_path / "mlflow.db"
+    _mlflow_makes(database)
+    open_store(f"sqlite:///{database}")
+    assert _journal_mode(database) == "delete"
+
+
+def test_a_store_on_a_network_filesystem_keeps_the_rollback_journal(tmp_path, monkeypatch):
+    monkeypatch.setattr(store_template, "filesystem_type", lambda path: "nfs4")
+    database = tmp_path / "mlflow.db"
+    assert store_template.seed(f"sqlite:///{database}")
+    assert _journal_mode(database) == "delete"
+
+
+MOUNTINFO = """\
+22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw
+30 22 0:40 / /home rw,relatime shared:2 - nfs4 server:/home rw,vers=4.2
+31 30 0:41 / /home/me/fast rw,relatime shared:3 - tmpfs tmpfs rw
+32 22 0:42 / /mnt/my\\040disk rw - xfs /dev/sdb1 rw
+33 22 0:43 / /mnt/my\\040disk rw - fuse.sshfs host:/x rw
+"""
+
+
+@pytest.mark.parametrize(
+    ("path", "kind"),
+    [
+        ("/", "ext4"),
+        ("/srv/repo", "ext4"),
+        ("/home", "nfs4"),
+        ("/home/me/repo", "nfs4"),
+        ("/homely", "ext4"),  # a sibling whose name only starts like the mount point
+        ("/home/me/fast/repo", "tmpfs"),  # the deepest mount holds it
+        ("/mnt/my disk/repo", "fuse.sshfs"),  # escaped spaces; of two mounts on one point, the later
+    ],
+)
+def test_the_filesystem_is_the_deepest_mount_that_holds_the_path(path, kind):
+    assert store_template.filesystem_type(Path(path), MOUNTINFO) == kind
+
+
+def test_a_writer_and_a_reader_of_a_wal_store_do_not_wait_for_each_other(workdir):
+    """`mlflow ui` reading in the middle of a transaction while a training writes its run: in
+    the rollback-journal mode the writer's commit waits for the reader (MLflow's busy timeout,
+    20 s, then an error)."""
+    uri = os.environ["MLFLOW_TRACKING_URI"]
+    open_store(uri)
+    first = Tracker.start(TrackingConfig(enabled=True, experiment="wal"), {"a": 1}, {})
+    first.finish()
+    reader = sqlite3.connect(workdir / "mlflow.db", timeout=0, isolation_level=None)
+    try:
+        reader.execute("BEGIN")
+        assert reader.execute("SELECT count(*) FROM runs").fetchone() == (1,)
+        run = Tracker.start(TrackingConfig(enabled=True, experiment="wal"), {"a": 2}, {})
+        run.log_metrics({"loss": 0.5}, step=1)
+        run.finish()
+        assert reader.execute("SELECT count(*) FROM runs").fetchone() == (1,)  # its snapshot
+        reader.execute("COMMIT")
+        assert reader.execute("SELECT count(*) FROM runs").fetchone() == (2,)
+        assert reader.execute("SELECT status FROM runs WHERE run_uuid = ?", (run.run_id,)).fetchone() == (
+            "FINISHED",
+        )
+    finally:
+        reader.close()
+
+
+def test_this_process_commits_to_a_wal_store_without_fsync(workdir, monkeypatch):
+    from pipeline import store_rows
+
+    open_store(os.environ["MLFLOW_TRACKING_URI"])
+    with store_rows.sql_store().engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL; FULL is 2
+    other = workdir / "delete.db"
+    _mlflow_makes(other)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{other}")
+    open_store(f"sqlite:///{other}")
+    with store_rows.sql_store().engine.connect() as conn:  # a rollback-journal store: as SQLite has it
+        assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2

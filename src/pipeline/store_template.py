@@ -9,14 +9,30 @@ MLflow then opens the copy as any store it made: it checks the schema revision a
 default experiment, with the artifact root of the new store. Anything unusual (not a local
 SQLite file, a file already there, no folder for it, an unwritable cache, MLflow's internals
 moved) leaves the store to MLflow, as before.
+
+A new store on a local filesystem is put in SQLite's write-ahead-log mode (WAL, kept in the
+file): a commit appends to the log instead of rewriting the database through a rollback journal
+(3-4x faster here), and readers (`mlflow ui`, a queued experiment) no longer block a training's
+writes nor it theirs. This process's connections to a WAL store also commit without an fsync
+(`synchronous=NORMAL`): a power cut may lose the last commits, never the database; a killed
+process loses nothing. A network filesystem cannot share WAL's index, so a store there, or where
+the filesystem is unknown (no /proc), keeps MLflow's rollback journal; an existing store keeps
+whatever mode it has (`PRAGMA journal_mode=DELETE` on it switches back for good).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
+import sqlite3
 from pathlib import Path
+
+# filesystems whose files every process of the machine maps alike, as WAL's shared index needs
+LOCAL_FILESYSTEMS = frozenset(
+    {"ext2", "ext3", "ext4", "xfs", "btrfs", "zfs", "f2fs", "bcachefs", "jfs", "tmpfs", "ramfs", "overlay"}
+)
 
 
 def sqlite_file(uri: str) -> Path | None:
@@ -44,6 +60,8 @@ def seed(uri: str) -> bool:
         partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
         try:
             shutil.copyfile(template, partial)
+            if filesystem_type(target.parent) in LOCAL_FILESYSTEMS:
+                write_ahead(partial)
             os.link(partial, target)  # never over a store that appeared meanwhile
         finally:
             partial.unlink(missing_ok=True)
@@ -76,3 +94,48 @@ def _template() -> Path | None:
         os.replace(partial, template)  # whole or not at all; a racing maker wrote the same
     partial.unlink(missing_ok=True)
     return template if template.is_file() else None
+
+
+def write_ahead(database: Path) -> None:
+    """Put the SQLite file `database`, which no one else has open, in WAL mode (kept in its header)."""
+    with contextlib.closing(sqlite3.connect(database)) as conn:
+        conn.execute("PRAGMA journal_mode=WAL")  # the last connection's close folds the log back
+
+
+def filesystem_type(path: Path, mountinfo: str | None = None) -> str | None:
+    """The type of the filesystem that holds `path`, from /proc/self/mountinfo (None: unknown)."""
+    if mountinfo is None:
+        try:
+            mountinfo = Path("/proc/self/mountinfo").read_text()
+        except OSError:
+            return None
+    target, found, longest = os.path.realpath(path), None, -1
+    for line in mountinfo.splitlines():
+        fields, _, rest = line.partition(" - ")
+        if len(fields.split()) < 5 or not rest:
+            continue
+        point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields.split()[4])
+        inside = target == point or target.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= longest:  # the deepest mount; of equals, the later one
+            found, longest = rest.split()[0], len(point)
+    return found
+
+
+def commit_without_fsync_in_wal() -> None:
+    """From now on, this process's new SQLite connections to a WAL-mode database commit with
+    `synchronous=NORMAL` (no fsync per commit; see the module). Idempotent."""
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    if not event.contains(Engine, "connect", _relax_sync):
+        event.listen(Engine, "connect", _relax_sync)
+
+
+def _relax_sync(connection: object, _record: object) -> None:
+    if isinstance(connection, sqlite3.Connection):
+        cursor = connection.cursor()
+        try:
+            if cursor.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
+                cursor.execute("PRAGMA synchronous=NORMAL")
+        finally:
+            cursor.close()

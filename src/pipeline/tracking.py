@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 from pipeline import store_rows
 from pipeline.config import TrackingConfig
 from pipeline.errors import PipelineError
-from pipeline.store_template import seed, sqlite_file
+from pipeline.store_template import commit_without_fsync_in_wal, seed, sqlite_file
 
 EXPERIMENT_COPY = os.sep + os.path.join(".dvc", "tmp", "exps") + os.sep
 METRICS_PER_BATCH = 1000  # MLflow's limit for one log_batch call
@@ -427,6 +427,7 @@ def open_store(uri: str) -> Any:
     mlflow = _mlflow()
     mlflow.set_tracking_uri(uri)
     seed(uri)  # a new SQLite store: a copy of an empty one, not MLflow's 69 migrations again
+    commit_without_fsync_in_wal()  # before MLflow's engine connects (store_template)
     try:
         client = mlflow.MlflowClient(uri)
         registry = getattr(client, "_get_registry_client", None)
