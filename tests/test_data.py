@@ -160,6 +160,15 @@ def test_digits():
     assert ds.image_shape == [8, 8]
 
 
+def test_digits_without_the_bundled_file_come_from_load_digits(monkeypatch):
+    import importlib.util
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    ds = make_dataset(DataConfig(source="digits"))
+    np.testing.assert_array_equal(ds.features, load_digits().data)
+    np.testing.assert_array_equal(ds.targets, load_digits().target)
+
+
 # -- torchvision MNIST and FashionMNIST from IDX files written here -------------------------------
 def test_idx_names_match_what_the_pipeline_expects():
     assert tuple(IDX_NAMES) == tuple(IDX_FILES)

@@ -318,10 +318,10 @@ def test_our_train_test_split_draws_what_scikit_learns_draws(stratified):
     assert compared > 1000 and (failed > 20 or not stratified)
 
 
-@pytest.mark.parametrize("source", ["blobs", "moons", "circles"])
+@pytest.mark.parametrize("source", ["blobs", "moons", "circles", "digits"])
 def test_data_and_split_stages_do_not_import_scikit_learn(tmp_path, source):
-    """The generated sets and a stratified random split (the default pipeline's with blobs)
-    without scikit-learn's import."""
+    """The generated sets, scikit-learn's bundled digits and a stratified random split (the
+    default pipeline's with blobs) without scikit-learn's import."""
     code = (
         "import sys\n"
         "from pathlib import Path\n"

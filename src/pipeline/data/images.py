@@ -20,19 +20,37 @@ IDX_FILES = (
 
 def digits(cfg: DataConfig) -> Dataset:
     """scikit-learn's bundled 8x8 digits (1797 images, pixels 0..16): works offline."""
-    from sklearn.datasets import load_digits
-
-    bunch = load_digits()
+    features, targets = _bundled_digits()
     return Dataset(
-        features=bunch.data.astype(np.uint8),  # (1797, 64)
-        targets=bunch.target.astype(np.int64),
+        features=features.astype(np.uint8),  # (1797, 64)
+        targets=targets.astype(np.int64),
         task="multiclass",
         feature_names=[f"pixel_{i}" for i in range(64)],
-        class_names=[str(c) for c in bunch.target_names],
+        class_names=[str(c) for c in range(10)],
         source="digits",
         scale=16.0,
         image_shape=[8, 8],
     )
+
+
+def _bundled_digits() -> tuple[np.ndarray, np.ndarray]:
+    """(pixels (1797, 64), labels (1797,)) read from the CSV scikit-learn ships, as its
+    `load_digits` reads it, without importing scikit-learn (1.5 s: it imports scipy and pandas);
+    `load_digits` itself where the file is not where scikit-learn keeps it."""
+    import gzip
+    import importlib.util
+
+    spec = importlib.util.find_spec("sklearn")  # finds the package without running it
+    folders = list(spec.submodule_search_locations or []) if spec else []
+    for folder in folders:
+        path = Path(folder) / "datasets" / "data" / "digits.csv.gz"
+        if path.is_file():
+            with gzip.open(path, "rt", encoding="utf-8") as rows:
+                table = np.loadtxt(rows, delimiter=",")  # 64 pixels, then the label
+            return table[:, :-1], table[:, -1].astype(int)
+    from sklearn.datasets import load_digits
+
+    return load_digits(return_X_y=True)
 
 
 def _torchvision(cfg: DataConfig, name: str, source: str) -> Dataset:
