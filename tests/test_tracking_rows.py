@@ -192,3 +192,46 @@ def test_where_mlflow_starts_the_run_the_context_is_resolved_by_mlflow_alone(wor
     tracker = tracking.Tracker.start(TrackingConfig(experiment="rows"), {"a": 1}, {})
     tracker.finish()
     assert resolved == [] and tracker.known is None
+
+
+def _batches() -> list[tuple[str, list[Any], list[Any], list[Any]]]:
+    import numpy as np
+    from mlflow.entities import Metric, Param, RunTag
+
+    good = [Metric(k, float(i) / 3, 1700000000000 + i, i) for i in range(40) for k in ("loss", "val/acc")]
+    nan = [Metric("loss", float("nan"), 1, 0), Metric("loss", float("inf"), 1, 1)]
+    params, tags = [Param("lr", "0.1")], [RunTag("t", "v")]
+    bad_later = [*good[:5], Metric("bad name!", 1.0, 1, 5), Metric("also bad?", 1.0, 1, 6)]
+    return [
+        ("plain", good, params, tags),
+        ("nan and inf", nan, [], []),
+        ("empty", [], params, tags),
+        ("a bad name after good rows", bad_later, [], []),
+        ("a bad name first", [Metric("../up", 1.0, 1, 0), *good], [], []),
+        ("a numpy value", [*good, Metric("loss", np.float64(0.5), 1, 3)], [], []),
+        ("a bool value", [*good[:3], Metric("loss", True, 1, 3)], [], []),
+        ("a negative timestamp", [*good[:3], Metric("loss", 0.5, -1, 3)], [], []),
+        ("a float step", [Metric("loss", 0.5, 1, 2.0)], [], []),
+        ("a bad param", good[:2], [Param("p?", "1")], []),
+        ("a bad tag", good[:2], [], [RunTag("", "1")]),
+    ]
+
+
+@pytest.mark.parametrize("batch", _batches(), ids=lambda b: b[0])
+def test_a_batch_is_checked_as_mlflow_checks_it(batch):
+    """`validated` checks each metric name once where the rows are plain: the same rows back
+    and the same first error as MLflow's row-by-row checks, for good and bad batches alike."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.utils.validation import _validate_batch_log_data
+
+    _, metrics, params, tags = batch
+
+    def outcome(check: Any) -> Any:
+        try:
+            rows, checked_params, checked_tags = check(list(metrics), list(params), list(tags))
+        except MlflowException as exc:
+            return "error", exc.message, exc.error_code
+        return [(m.key, m.value, m.timestamp, m.step) for m in rows], checked_params, checked_tags
+
+    ours, mlflows = outcome(store_rows.validated), outcome(_validate_batch_log_data)
+    assert repr(ours) == repr(mlflows)  # repr: NaN rows compare equal
