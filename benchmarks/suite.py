@@ -304,11 +304,11 @@ class Group:
         load = [os.getloadavg()[0]]
         try:
             for round_ in range(self.reps):
+                results = {side: self.workers[side].call("run") for side in self.order(round_)}
                 line = []
-                for side, worker in self.workers.items():
-                    result = worker.call("run")
-                    self.runs[side].append(result)
-                    line.append(f"{SIDE_LABEL[side]} {result['seconds']:.3f} s")
+                for side in self.workers:
+                    self.runs[side].append(results[side])
+                    line.append(f"{SIDE_LABEL[side]} {results[side]['seconds']:.3f} s")
                 print(f"    round {round_ + 1}: " + ", ".join(line), flush=True)
         finally:
             self.close()
@@ -320,6 +320,13 @@ class Group:
             "device": self.device,
             "quick": self.quick,
         }
+
+    def order(self, round_: int) -> list[str]:
+        """The sides' order in a round: as listed in even rounds, reversed in odd ones (A B, B A,
+        ...), so that in every pair of sides each runs first as often, and a machine that speeds
+        up or slows down over a few rounds favours neither."""
+        sides = list(self.workers)
+        return sides if round_ % 2 == 0 else sides[::-1]
 
     def close(self) -> None:
         for worker in self.workers.values():
