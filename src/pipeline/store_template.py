@@ -22,12 +22,15 @@ whatever mode it has (`PRAGMA journal_mode=DELETE` on it switches back for good)
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import re
 import shutil
 import sqlite3
+import weakref
 from pathlib import Path
+from typing import Any
 
 # filesystems whose files every process of the machine maps alike, as WAL's shared index needs
 LOCAL_FILESYSTEMS = frozenset(
@@ -123,12 +126,33 @@ def filesystem_type(path: Path, mountinfo: str | None = None) -> str | None:
 
 def commit_without_fsync_in_wal() -> None:
     """From now on, this process's new SQLite connections to a WAL-mode database commit with
-    `synchronous=NORMAL` (no fsync per commit; see the module). Idempotent."""
+    `synchronous=NORMAL` (no fsync per commit; see the module), and its SQLite engines' pools
+    are closed at exit (`fold_logs`). Idempotent."""
     from sqlalchemy import event
     from sqlalchemy.engine import Engine
 
     if not event.contains(Engine, "connect", _relax_sync):
         event.listen(Engine, "connect", _relax_sync)
+        event.listen(Engine, "engine_connect", _remember_engine)
+        atexit.register(fold_logs)
+
+
+def fold_logs() -> None:
+    """Close the pooled connections of this process's SQLite engines. The last connection to a
+    WAL store to close folds the log into the database and removes `-wal` and `-shm`, so the
+    file alone (or a copy of it) holds every run; left open, the log keeps those rows safe
+    until the next connection folds it. At exit, and by the tracking process before it leaves."""
+    for engine in list(_SQLITE_ENGINES):
+        with contextlib.suppress(Exception):
+            engine.dispose()
+
+
+_SQLITE_ENGINES: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def _remember_engine(connection: Any) -> None:
+    if connection.engine.dialect.name == "sqlite":
+        _SQLITE_ENGINES.add(connection.engine)
 
 
 def _relax_sync(connection: object, _record: object) -> None:

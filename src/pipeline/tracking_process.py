@@ -76,6 +76,10 @@ class TrackingProcess:
                 _serve(child, models)
                 code = 0
             finally:
+                with contextlib.suppress(BaseException):
+                    from pipeline.store_template import fold_logs
+
+                    fold_logs()  # its exit handlers do not run
                 os._exit(code)
         child.close()
         return cls(pid, parent)
