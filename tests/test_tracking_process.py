@@ -107,7 +107,8 @@ def _store_file_alone_holds_the_run(root: Path) -> None:
     run_id = read_json(root / "models" / "run.json")["run_id"]
     with sqlite3.connect(copy) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
-        assert conn.execute("SELECT status FROM runs WHERE run_uuid = ?", (run_id,)).fetchone() == ("FINISHED",)
+        status = conn.execute("SELECT status FROM runs WHERE run_uuid = ?", (run_id,)).fetchone()
+        assert status == ("FINISHED",)
         assert conn.execute("SELECT count(*) FROM metrics WHERE run_uuid = ?", (run_id,)).fetchone()[0] > 0
 
 
@@ -128,3 +129,54 @@ def test_in_process_tracking_folds_the_log_at_exit(tmp_path: Path) -> None:
         )
         assert done.returncode == 0, done.stderr[-2000:]
     _store_file_alone_holds_the_run(tmp_path)
+
+
+def _no_children_left() -> bool:
+    """No child process of this one, running or unreaped."""
+    try:
+        os.waitpid(-1, os.WNOHANG)
+    except ChildProcessError:
+        return True
+    return False
+
+
+def test_a_store_that_cannot_be_opened_is_one_line_and_leaves_no_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    blocked = tmp_path / "not-a-dir"
+    blocked.write_text("a file where the store's folder should be")
+    layout = Layout(tmp_path)
+    stages.data(params_from_dict(tiny_params()), layout)
+    stages.split(params_from_dict(tiny_params()), layout)
+    for process in (True, False):  # the same line from the tracking process and in-process
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{blocked / 'mlflow.db'}")
+        params = params_from_dict(tiny_params(tracking={"enabled": True, "process": process}))
+        refused = r"^MLflow store at sqlite:///.*not-a-dir/mlflow.db cannot be opened"
+        with pytest.raises(PipelineError, match=refused):
+            stages.train(params, layout)
+        assert _no_children_left()
+
+
+def test_a_stage_failing_before_its_run_opens_leaves_no_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    params = params_from_dict(tiny_params(tracking={"enabled": True, "process": True}))
+    with pytest.raises(PipelineError, match="pipeline split"):
+        stages.train(params, Layout(tmp_path))  # no split yet
+    assert _no_children_left()
+
+
+def test_auto_keeps_tracking_in_a_process_that_has_loaded_mlflow_already() -> None:
+    """A long-lived process (this test session) paid for MLflow already; `pipeline` commands have
+    not (test_the_stage_process_imports_no_mlflow shows they fork)."""
+    import mlflow  # noqa: F401
+
+    from pipeline.config import TrackingConfig
+    from pipeline.tracking_process import TrackingProcess
+
+    assert TrackingProcess.fork(TrackingConfig(process="auto")) is None
+    assert TrackingProcess.fork(TrackingConfig(process=False)) is None
+    assert TrackingProcess.fork(TrackingConfig(enabled=False, process=True)) is None
