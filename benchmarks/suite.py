@@ -33,6 +33,9 @@ SIDE_LABEL = {
     "ours_untracked": "ours, tracking off",
     "ours_fused": "ours, train.fused",
 }
+# a side that runs in another side's process: tracking off in the tracked side's own process,
+# alternated with its tracked runs, so the tracking row compares one process with itself
+HOSTED = {"ours_untracked": "ours"}
 SCALING_RANGE = (7.5, 12.5)  # 10x the data: 10x the time, within 25 %
 MODEL_LOGGING_PARTS = ("log_model", "log_checkpoint_model", "register_model")
 GPU_LOSS_TOLERANCE = 1e-4  # relative, for the final losses on a GPU
@@ -245,6 +248,7 @@ class Group:
         self.ready: dict[str, dict[str, Any]] = {}
         self.inputs: dict[str, dict[str, Any]] = {}
         self.runs: dict[str, list[dict[str, Any]]] = {side: [] for side in sides}
+        self.host = {side: HOSTED[side] for side in sides if HOSTED.get(side) in sides}
         self.error: str | None = None
 
     def spawn(self, zygotes: dict[str, Zygote]) -> None:
@@ -252,7 +256,7 @@ class Group:
 
         def step() -> None:
             env = {"MLFLOW_TRACKING_URI": f"sqlite:///{self.store}"}
-            for side in self.sides:
+            for side in (s for s in self.sides if s not in self.host):
                 spec = {"workload": self.workload.name, "side": side, "quick": self.quick}
                 spec.update(cwd=str(self.folder), device=self.device)
                 zygote = zygotes["baseline" if side == "baseline" else "ours"]
@@ -276,6 +280,8 @@ class Group:
         def step() -> None:
             for side in self.sides:
                 self.inputs[side] = prepare_inputs(self.workload, side, scratch, self.folder, self.device)
+            for side, host in self.host.items():  # the host runs it with these inputs too
+                self.inputs[host] = {**self.inputs[host], "hosted": {side: self.inputs.pop(side)}}
 
         self.guard(step)
 
@@ -290,6 +296,8 @@ class Group:
                 self.ready[side]["zygote_import_s"] = (zygotes[kind].ready or {}).get("import_s")
                 worker.call(json.dumps({"inputs": self.inputs[side]}))
                 worker.send("warmup")
+            for side, host in self.host.items():
+                self.ready[side] = {**self.ready[host], "hosted_by": host}
 
         self.guard(step)
 
@@ -297,6 +305,8 @@ class Group:
         def step() -> None:
             for side, worker in self.workers.items():
                 self.ready[side]["warmup_s"] = round(worker.read()["seconds"], 3)
+            for side, host in self.host.items():
+                self.ready[side]["warmup_s"] = self.ready[host]["warmup_s"]
 
         self.guard(step)
 
@@ -304,9 +314,9 @@ class Group:
         load = [os.getloadavg()[0]]
         try:
             for round_ in range(self.reps):
-                results = {side: self.workers[side].call("run") for side in self.order(round_)}
+                results = {side: self.run(side) for side in self.order(round_)}
                 line = []
-                for side in self.workers:
+                for side in self.sides:
                     self.runs[side].append(results[side])
                     line.append(f"{SIDE_LABEL[side]} {results[side]['seconds']:.3f} s")
                 print(f"    round {round_ + 1}: " + ", ".join(line), flush=True)
@@ -325,8 +335,13 @@ class Group:
         """The sides' order in a round: as listed in even rounds, reversed in odd ones (A B, B A,
         ...), so that in every pair of sides each runs first as often, and a machine that speeds
         up or slows down over a few rounds favours neither."""
-        sides = list(self.workers)
+        sides = list(self.sides)
         return sides if round_ % 2 == 0 else sides[::-1]
+
+    def run(self, side: str) -> dict[str, Any]:
+        """One timed run of `side`, in its own process or in its host's (HOSTED)."""
+        host = self.host.get(side)
+        return self.workers[host or side].call(f"run {side}" if host else "run")
 
     def close(self) -> None:
         for worker in self.workers.values():
@@ -547,7 +562,7 @@ def measure_groups(
         group.finish_warmup()
     phases.append(f"warm-ups {time.perf_counter() - started:.0f} s")
     print(
-        f"set-up and warm-up of {sum(len(g.sides) for g in groups)} worker processes: "
+        f"set-up and warm-up of {sum(len(g.workers) for g in groups)} worker processes: "
         f"{time.perf_counter() - started:.0f} s (done: {', '.join(phases)})",
         flush=True,
     )

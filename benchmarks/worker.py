@@ -6,7 +6,8 @@
 Sides: `baseline` (the tutorial loop), `ours` (pipeline.stages.train, tracking on), `ours_untracked`
 (the same with tracking.enabled false) and `scaling` (our fit loop, one epoch, growing data).
 Commands, one per line on stdin: `{"inputs": {...}}` (what the suite prepared: data files, a
-Layout, params), `warmup`, `run`, `profile`, `exit`. Each gets one JSON line back
+Layout, params), `warmup`, `run` (or `run SIDE`, a side this process hosts: suite.HOSTED), `profile`,
+`exit`. Each gets one JSON line back
 on the original stdout; whatever the libraries print goes to stderr. A fresh process per side
 keeps the peak RSS (ru_maxrss, reported after every run) honest to that side.
 """
@@ -180,19 +181,28 @@ class Ours(Side):
 
     def set_inputs(self, inputs: dict[str, Any]) -> None:
         super().set_inputs(inputs)
-        self.layout = self.stages.Layout(Path(inputs["layout"]))
-        self.params = self.params_from_dict(inputs["params"])
-        self.warmup_params = self.params_from_dict(inputs["warmup_params"])
+        self.variants = {
+            side: (
+                self.stages.Layout(Path(given["layout"])),
+                self.params_from_dict(given["params"]),
+                self.params_from_dict(given["warmup_params"]),
+            )
+            for side, given in {self.spec["side"]: inputs, **inputs.get("hosted", {})}.items()
+        }
 
     def warmup(self) -> dict[str, Any]:
-        return self.run(warm=True)
+        results = [self.run(warm=True, side=side) for side in self.variants]  # the hosted ones too
+        return {**results[0], "seconds": sum(r["seconds"] for r in results)}
 
-    def run(self, warm: bool = False) -> dict[str, Any]:
-        params = self.warmup_params if warm else self.params
+    def run(self, warm: bool = False, side: str | None = None) -> dict[str, Any]:
+        """A run of this process's side, or of a side it hosts (`side`, suite.HOSTED)."""
+        layout, params, warmup_params = self.variants[side or self.spec["side"]]
+        self.layout = layout
+        params = warmup_params if warm else params
         gc.collect()
         self.probe.take()
         started = time.perf_counter()
-        result = self.stages.train(params, self.layout)
+        result = self.stages.train(params, layout)
         seconds = time.perf_counter() - started
         out: dict[str, Any] = {
             "seconds": seconds,
@@ -306,9 +316,9 @@ def serve(spec: dict[str, Any], commands: TextIO, proto: TextIO) -> None:
                 gc.collect()
                 gc.freeze()  # imports and set-up: out of every later collection (same for all sides)
                 answer(result)
-            elif command == "run":
+            elif command == "run" or command.startswith("run "):  # "run SIDE": a hosted side's
                 faults = minor_faults()
-                result = side.run()
+                result = side.run(side=command[4:]) if command != "run" else side.run()
                 answer({**result, "minor_faults": minor_faults() - faults})
             elif command == "profile":
                 answer(profile(side))

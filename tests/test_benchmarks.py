@@ -156,10 +156,37 @@ def test_each_side_of_a_pair_runs_first_as_often(tmp_path):
 
     from benchmarks.suite import Group, parse
 
-    group = Group(W.by_name("s0_small", False), [], parse([]), tmp_path)
-    group.workers = dict.fromkeys(["baseline", "ours", "ours_untracked"])  # order() reads their names only
+    group = Group(W.by_name("s0_small", False), ["baseline", "ours", "ours_untracked"], parse([]), tmp_path)
     orders = [group.order(round_) for round_ in range(4)]
     assert orders[0] == ["baseline", "ours", "ours_untracked"]
     for a, b in combinations(orders[0], 2):
         firsts = [order.index(a) < order.index(b) for order in orders]
         assert firsts.count(True) == firsts.count(False) == 2
+
+
+def test_tracking_off_runs_in_the_tracked_sides_own_process(tmp_path):
+    """The tracking row compares one process with itself: ours hosts its untracked runs (no
+    process of their own), S0 small's baseline still has one."""
+    from benchmarks.suite import Group, parse
+
+    group = Group(W.by_name("s0_small", False), ["baseline", "ours", "ours_untracked"], parse([]), tmp_path)
+    assert group.host == {"ours_untracked": "ours"}
+    alone = Group(W.by_name("s0_small", False), ["baseline", "ours_untracked"], parse([]), tmp_path)
+    assert alone.host == {}  # without its host it runs in a process of its own
+
+
+def test_a_hosted_side_runs_its_own_params_in_the_hosts_process(workdir, one_thread):
+    """The tracked side's process, given the untracked side's inputs, runs each on request: the
+    untracked run leaves no MLflow run, the tracked one does, and both end at the same loss."""
+    from benchmarks import worker
+    from benchmarks.suite import prepare_inputs
+
+    workload = W.by_name("s0_small", True)
+    sides = ("ours", "ours_untracked")
+    inputs = {side: prepare_inputs(workload, side, workdir, workdir / "group") for side in sides}
+    host = worker.Ours({"workload": "s0_small", "side": "ours", "quick": True})
+    host.set_inputs({**inputs["ours"], "hosted": {"ours_untracked": inputs["ours_untracked"]}})
+    tracked, untracked = host.run(), host.run(side="ours_untracked")
+    assert tracked["final_loss"] == untracked["final_loss"]
+    runs = {s: json.loads((workdir / "group" / s / "models" / "run.json").read_text()) for s in sides}
+    assert runs["ours"]["run_id"] and runs["ours_untracked"]["run_id"] is None
