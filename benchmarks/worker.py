@@ -197,7 +197,6 @@ class Ours(Side):
     def run(self, warm: bool = False, side: str | None = None) -> dict[str, Any]:
         """A run of this process's side, or of a side it hosts (`side`, suite.HOSTED)."""
         layout, params, warmup_params = self.variants[side or self.spec["side"]]
-        self.layout = layout
         params = warmup_params if warm else params
         gc.collect()
         self.probe.take()
@@ -210,7 +209,7 @@ class Ours(Side):
             "parts": self.probe.take(),
         }
         if self.workload.name == "s4":
-            tests = json.loads(self.layout.history.read_text()).get("test_history") or [{}]
+            tests = json.loads(layout.history.read_text()).get("test_history") or [{}]
             out["test_accuracy"] = tests[-1].get("test_accuracy")
         return out
 

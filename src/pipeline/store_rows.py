@@ -109,9 +109,10 @@ def validated(metrics: Sequence[Any], params: list[Any], tags: list[Any]) -> tup
     from mlflow.utils.validation import _validate_batch_log_data, _validate_metric
 
     plain = all(
-        type(m.key) is str and type(m.value) is float and type(m.step) is int and type(m.timestamp) is int
+        type(m.key) is str and type(m.value) is float and type(m.step) is int
+        and type(m.timestamp) is int and m.timestamp >= 0
         for m in metrics
-    ) and all(m.timestamp >= 0 for m in metrics)
+    )
     if not plain:
         return _validate_batch_log_data(metrics, params, tags)
     first: dict[str, int] = {}
