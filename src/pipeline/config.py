@@ -129,6 +129,9 @@ class TrainConfig(Section):
     # (plain Linear/activation stacks; the same bits as autograd, less overhead per step);
     # auto = direct where the model allows it and the forward is not compiled
     backward: Literal["auto", "autograd", "direct"] = "auto"
+    # full-batch epochs on CUDA replayed as one CUDA graph (pipeline.epoch_graph): auto = where
+    # the loop allows it (no scheduler, dropout or compile); true = the same, refused elsewhere
+    cuda_graphs: bool | Literal["auto"] = "auto"
 
     @field_validator("progress", mode="before")
     @classmethod
@@ -282,6 +285,17 @@ def check_combinations(params: Params) -> None:
         if m.dropout or m.batch_norm or t.compile:
             what = "model.dropout" if m.dropout else "model.batch_norm" if m.batch_norm else "train.compile"
             raise ConfigError("train.backward", "direct", f"auto or autograd with {what} (it needs autograd)")
+    if t.cuda_graphs is True:
+        needs = (
+            (t.batch_size != "full", "train.batch_size full"),
+            (t.scheduler != "none", "train.scheduler none"),
+            (bool(params.model.dropout), "model.dropout 0"),
+            (t.compile, "train.compile false"),
+            (t.device in ("cpu", "mps"), "a CUDA train.device"),
+        )
+        missing = next((what for broken, what in needs if broken), "")
+        if missing:
+            raise ConfigError("train.cuda_graphs", True, f"auto or false, or true with {missing}")
     if not DEVICE_PATTERN.match(t.device):
         raise ConfigError("train.device", t.device, "auto, cpu, cuda, cuda:N or mps")
     task, n_classes = expected_task(d)

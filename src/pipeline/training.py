@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline import history
+from pipeline import epoch_graph, history
 from pipeline.backprop import DirectBackward, unsupported
 from pipeline.config import TrainConfig
 from pipeline.model import make_loss
@@ -89,17 +89,26 @@ def to_tensors(features: np.ndarray, targets: np.ndarray, loss: str, device: tor
     return TensorData(torch.from_numpy(features).to(device), y.to(device))
 
 
-def make_optimizer(
-    params: Any, cfg: TrainConfig, device: torch.device | None = None
-) -> torch.optim.Optimizer:
-    """torch's optimizers. On the CPU with `foreach` (one call per step for all tensors, torch's
-    default on CUDA only): the same arithmetic per element as the per-tensor loop, so the same bits.
-    `train.fused` picks torch's fused kernels (one pass over the weights) instead: on CUDA by
-    default, on the CPU when asked (faster; rounding differs in the last bits)."""
-    kind = device.type if device is not None else None
+def optimizer_options(cfg: TrainConfig, kind: str | None, capturable: bool = False) -> dict[str, Any]:
+    """The kernel choice for torch's optimizer on a device of `kind`. On the CPU `foreach` (one
+    call per step for all tensors, torch's default on CUDA only): the same arithmetic per element
+    as the per-tensor loop, so the same bits. `train.fused` picks torch's fused kernels (one pass
+    over the weights) instead: on CUDA by default, on the CPU when asked (faster; rounding differs
+    in the last bits). `capturable` (for CUDA graphs) keeps Adam's and RMSprop's step counts on
+    the device; SGD has none to keep."""
     fused = cfg.optimizer != "rmsprop" and (cfg.fused is True or (cfg.fused == "auto" and kind == "cuda"))
     foreach = True if kind == "cpu" and not fused else None
     extra: dict[str, Any] = {"fused": True} if fused else {"foreach": foreach}
+    if capturable and cfg.optimizer != "sgd":
+        extra["capturable"] = True
+    return extra
+
+
+def make_optimizer(
+    params: Any, cfg: TrainConfig, device: torch.device | None = None, capturable: bool = False
+) -> torch.optim.Optimizer:
+    """torch's optimizers with `optimizer_options`."""
+    extra = optimizer_options(cfg, device.type if device is not None else None, capturable)
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(
             params,
@@ -118,7 +127,7 @@ def make_optimizer(
             weight_decay=cfg.weight_decay,
             momentum=cfg.momentum,
             centered=cfg.centered,
-            foreach=foreach,
+            **extra,
         )
     cls = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.AdamW
     return cls(
@@ -196,9 +205,9 @@ class Metrics:
     torch calls than adding tensors; both sum the same float64 values in the same order.
     """
 
-    def __init__(self, loss: str, device: torch.device) -> None:
+    def __init__(self, loss: str, device: torch.device, on_host: bool | None = None) -> None:
         self.loss_name = loss
-        self.on_host = device.type == "cpu"
+        self.on_host = device.type == "cpu" if on_host is None else on_host  # False: sums as tensors
         self.sums: Any = (
             [0.0, 0.0, 0.0] if self.on_host else torch.zeros(3, dtype=torch.float64, device=device)
         )
@@ -290,7 +299,8 @@ class Trainer:
         self.model, self.cfg, self.loss_name, self.device = model.to(device), cfg, loss, device
         self.loss_fn = make_loss(loss, cfg.huber_delta)
         leave_dynamo_unimported()
-        self.optimizer = make_optimizer(self.model.parameters(), cfg, device)
+        self.graphs_planned = epoch_graph.planned(cfg, device, self.model)
+        self.optimizer = make_optimizer(self.model.parameters(), cfg, device, self.graphs_planned)
         self.scheduler = make_scheduler(self.optimizer, cfg)
         self.params = [p for group in self.optimizer.param_groups for p in group["params"]]
         self.step = lean_step(self.optimizer, self.scheduler)
@@ -333,42 +343,28 @@ class Trainer:
         batch_size = n if cfg.batch_size == "full" else cfg.batch_size
         if cfg.max_steps and state.step >= cfg.max_steps:
             state.stop_reason = "max_steps"
+        graph = self.epoch_graph(train, val, 1 if batch_size >= n else -(-n // batch_size))
         self.model.train()
         while state.epoch < cfg.epochs and not state.stop_reason:
             if not self.model.training:  # `evaluate` switched it (not per epoch: it walks every module)
                 self.model.train()
-            totals = Metrics(self.loss_name, self.device)
-            order = None
-            if cfg.shuffle and batch_size < n:
-                order = torch.randperm(n, generator=self.generator).to(self.device)
-            with torch.set_grad_enabled(self.direct is None):  # the direct pass records nothing
-                for index in batches(n, batch_size, order):
-                    xb = train.x if index is None else train.x[index]
-                    yb = train.y if index is None else train.y[index]
-                    if self.direct is not None:  # sets each .grad, as the three lines below do
-                        outputs, loss = self.direct(xb.float(), yb)
-                    else:
-                        outputs = self.forward(xb.float())
-                        loss = self.loss_fn(self._squeeze(outputs), yb)
-                        for param in self.params:  # zero_grad(set_to_none=True), without its profiler scope
-                            param.grad = None
-                        loss.backward()
-                    self.step()
-                    totals.add(outputs, yb, loss)
-                    state.step += 1
-                    if test is not None and cfg.test_every_steps and state.step % cfg.test_every_steps == 0:
-                        state.test_history.append({"step": state.step, **self.evaluate(test).read("test")})
-                        self.model.train()
-                    if cfg.max_steps and state.step >= cfg.max_steps:
-                        state.stop_reason = "max_steps"
-                        break
+            val_totals = None
+            if graph is not None:  # the whole epoch, validation included, in one replay
+                totals, val_totals = graph.epoch()
+                state.step += 1
+                if test is not None and cfg.test_every_steps and state.step % cfg.test_every_steps == 0:
+                    state.test_history.append({"step": state.step, **self.evaluate(test).read("test")})
+                if cfg.max_steps and state.step >= cfg.max_steps:
+                    state.stop_reason = "max_steps"
+            else:
+                totals = self._train_epoch(train, n, batch_size, test)
             state.epoch += 1
             lr = self.optimizer.param_groups[0]["lr"]
             if self.scheduler is not None:
                 self.scheduler.step()
             metrics = {"epoch": state.epoch, "step": state.step, **totals.read("train"), "lr": lr}
             if val is not None and len(val):
-                metrics.update(self.evaluate(val).read("val"))
+                metrics.update((self.evaluate(val) if val_totals is None else val_totals).read("val"))
             state.history.append(metrics)
             self._track_best(metrics)
             for callback in callbacks:
@@ -381,13 +377,88 @@ class Trainer:
             self.model.load_state_dict(self.best_weights)
         return state
 
+    def _train_epoch(self, train: TensorData, n: int, batch_size: int, test: TensorData | None) -> Metrics:
+        cfg, state = self.cfg, self.state
+        totals = Metrics(self.loss_name, self.device)
+        order = None
+        if cfg.shuffle and batch_size < n:
+            order = torch.randperm(n, generator=self.generator).to(self.device)
+        with torch.set_grad_enabled(self.direct is None):  # the direct pass records nothing
+            for index in batches(n, batch_size, order):
+                xb = train.x if index is None else train.x[index]
+                yb = train.y if index is None else train.y[index]
+                self._train_step(xb, yb, totals)
+                state.step += 1
+                if test is not None and cfg.test_every_steps and state.step % cfg.test_every_steps == 0:
+                    state.test_history.append({"step": state.step, **self.evaluate(test).read("test")})
+                    self.model.train()
+                if cfg.max_steps and state.step >= cfg.max_steps:
+                    state.stop_reason = "max_steps"
+                    break
+        return totals
+
+    def _train_step(self, xb: torch.Tensor, yb: torch.Tensor, totals: Metrics) -> None:
+        """One optimizer step on a batch, its loss and hits added to `totals`."""
+        if self.direct is not None:  # sets each .grad, as the three lines below do
+            outputs, loss = self.direct(xb.float(), yb)
+        else:
+            outputs = self.forward(xb.float())
+            loss = self.loss_fn(self._squeeze(outputs), yb)
+            for param in self.params:  # zero_grad(set_to_none=True), without its profiler scope
+                param.grad = None
+            loss.backward()
+        self.step()
+        totals.add(outputs, yb, loss)
+
+    # -- CUDA graphs --------------------------------------------------------------------------
+    def epoch_graph(
+        self, train: TensorData, val: TensorData | None, steps_per_epoch: int
+    ) -> epoch_graph.EpochGraph | None:
+        """The replayed full-batch epoch where `train.cuda_graphs` and the loop allow it, else
+        None (eager epochs); `true` where it cannot be is refused in one line."""
+        if self.cfg.cuda_graphs is False:
+            return None
+        reason = epoch_graph.unsupported(
+            self.device,
+            steps_per_epoch,
+            self.scheduler is not None,
+            self.model,
+            self.cfg.compile,
+            self.optimizer,
+        )
+        if reason:
+            if self.cfg.cuda_graphs is True:
+                from pipeline.errors import ConfigError
+
+                raise ConfigError("train.cuda_graphs", True, f"auto or false here: {reason}")
+            return None
+        return epoch_graph.EpochGraph(self.graph_body(train, val), self.graph_capture)
+
+    graph_capture: epoch_graph.Capture[Any] | None = None  # None: CUDA's (tests set a stand-in)
+
+    def graph_body(
+        self, train: TensorData, val: TensorData | None
+    ) -> Callable[[], tuple[Metrics, Metrics | None]]:
+        """One full-batch epoch with its sums kept as tensors (no host sync): the train step,
+        then the validation pass, as the eager loop runs them."""
+
+        def body() -> tuple[Metrics, Metrics | None]:
+            self.model.train()
+            totals = Metrics(self.loss_name, self.device, on_host=False)
+            with torch.set_grad_enabled(self.direct is None):
+                self._train_step(train.x, train.y, totals)
+            checked = self.evaluate(val, on_host=False) if val is not None and len(val) else None
+            return totals, checked
+
+        return body
+
     def _squeeze(self, outputs: torch.Tensor) -> torch.Tensor:
         return outputs if self.loss_name == "cross_entropy" else outputs[:, 0]
 
     @torch.no_grad()
-    def evaluate(self, data: TensorData) -> Metrics:
+    def evaluate(self, data: TensorData, on_host: bool | None = None) -> Metrics:
         self.model.eval()
-        totals = Metrics(self.loss_name, self.device)
+        totals = Metrics(self.loss_name, self.device, on_host)
         for index in batches(len(data), self.eval_batch_size, None):
             xb = data.x if index is None else data.x[index]
             yb = data.y if index is None else data.y[index]
