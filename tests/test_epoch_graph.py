@@ -14,7 +14,7 @@ from graph_replay import HostSync, capture
 from test_training import CPU, Snapshots, config, prepare, same_weights
 
 from pipeline.epoch_graph import WARMUP_EPOCHS, EpochGraph, planned, unsupported
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, PipelineError
 from pipeline.training import Metrics, Trainer, optimizer_options
 
 CUDA = torch.device("cuda")
@@ -22,13 +22,13 @@ S0 = {"model": {"hidden": [10], "activation": "sigmoid"},
       "train": {"optimizer": "sgd", "lr": 1.0, "batch_size": "full", "epochs": 9}}
 
 
-def replayed(trainer: Trainer) -> list[EpochGraph]:
+def replayed(trainer: Trainer, capture=capture, required=False) -> list[EpochGraph]:
     """Makes `trainer` replay its epochs through the stand-in; the graphs it built, for checks."""
     built: list[EpochGraph] = []
 
     def stand_in(train, val, steps_per_epoch):
         assert steps_per_epoch == 1
-        built.append(EpochGraph(trainer.graph_body(train, val), capture))
+        built.append(EpochGraph(trainer.graph_body(train, val), capture, required=required))
         return built[-1]
 
     trainer.epoch_graph = stand_in  # type: ignore[method-assign]
@@ -211,3 +211,31 @@ def test_cuda_graphs_true_on_a_machine_without_cuda_is_refused_at_the_fit():
     with pytest.raises(ConfigError, match=refused):
         trainer.fit(train, val)
     assert trainer.state.history == []
+
+
+# -- a capture that fails ----------------------------------------------------------------------------
+def failing_capture(body):
+    raise RuntimeError("operation not permitted when stream is capturing\nmore detail")
+
+
+@pytest.mark.parametrize("required", [False, True])
+def test_a_failed_capture_goes_on_eagerly_or_ends_in_one_line_when_required(required, capsys):
+    """auto: one line on stderr, then every epoch (the failed one too) eagerly, so the fit ends
+    where the eager fit ends; true: the fit stops with one line after the warm-up epochs."""
+    params = config(**S0)
+    eager, _, _, _, _ = fit_both(params)
+    model, loss, train, val = prepare(params)
+    trainer = Trainer(model, params.train, loss, CPU)
+    graphs = replayed(trainer, failing_capture, required)
+    if required:
+        with pytest.raises(PipelineError, match=r"^train\.cuda_graphs: true, but capturing the epoch "
+                                                r"failed: operation not permitted when stream is capturing$"):
+            trainer.fit(train, val)
+        assert len(trainer.state.history) == WARMUP_EPOCHS
+        return
+    trainer.fit(train, val)
+    (note,) = capsys.readouterr().err.strip().splitlines()
+    assert note.startswith("note: capturing the epoch as a CUDA graph failed (operation not permitted")
+    assert graphs[0].replay is None and graphs[0].eager_epochs == len(eager.state.history)
+    assert trainer.state.history == eager.state.history
+    assert same_weights(eager.model, trainer.model)

@@ -17,11 +17,14 @@ which `planned` asks for), no dropout (its random masks would repeat), no compil
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import torch
 from torch import nn
+
+from pipeline.errors import PipelineError
 
 T = TypeVar("T")
 # the body -> (what its captured run returned, a replay of it); capturing does not run the body
@@ -81,15 +84,18 @@ class EpochGraph:
     """Runs `body` (one epoch) eagerly for the warm-up, then captures it once and replays it.
 
     `epoch()` returns what the body returned: during the warm-up this epoch's fresh values, after
-    the capture the same objects every time, refilled by each replay."""
+    the capture the same objects every time, refilled by each replay. A capture that fails
+    (`required` false) is said in one line on stderr and the epochs go on eagerly; `required`,
+    it ends the fit in one line. A failed capture ran nothing: its epoch then runs eagerly."""
 
     def __init__(
         self,
         body: Callable[[], T],
         capture: Capture[T] | None = None,
         warmup: int = WARMUP_EPOCHS,
+        required: bool = False,
     ) -> None:
-        self.body, self.warmup = body, warmup
+        self.body, self.warmup, self.required = body, warmup, required
         self.stream: Any = None
         if capture is None:  # the real thing: a side stream for the warm-up and the capture
             self.stream = torch.cuda.Stream()
@@ -98,15 +104,32 @@ class EpochGraph:
         self.replay: Callable[[], None] | None = None
         self.outputs: Any = None
         self.eager_epochs = 0
+        self.failure = ""  # why the capture failed, if it did
 
     def epoch(self) -> Any:
-        if self.replay is None and self.eager_epochs < self.warmup:
+        if self.replay is None and (self.eager_epochs < self.warmup or self.failure):
             self.eager_epochs += 1
             return self._on_side_stream(self.body)
         if self.replay is None:
-            self.outputs, self.replay = self._on_side_stream(lambda: self.capture(self.body))
+            try:
+                self.outputs, self.replay = self._on_side_stream(lambda: self.capture(self.body))
+            except RuntimeError as exc:
+                self._failed(exc)
+                return self.epoch()
         self.replay()
         return self.outputs
+
+    def _failed(self, exc: RuntimeError) -> None:
+        lines = str(exc).strip().splitlines() or [type(exc).__name__]
+        self.failure = lines[0][:200]
+        if self.required:
+            what = f"train.cuda_graphs: true, but capturing the epoch failed: {self.failure}"
+            raise PipelineError(what) from exc
+        print(
+            f"note: capturing the epoch as a CUDA graph failed ({self.failure}); "
+            "the epochs run eagerly (train.cuda_graphs: false skips the attempt)",
+            file=sys.stderr,
+        )
 
     def _on_side_stream(self, work: Callable[[], Any]) -> Any:
         if self.stream is None:

@@ -432,9 +432,7 @@ class Trainer:
 
                 raise ConfigError("train.cuda_graphs", True, f"auto or false here: {reason}")
             return None
-        return epoch_graph.EpochGraph(self.graph_body(train, val), self.graph_capture)
-
-    graph_capture: epoch_graph.Capture[Any] | None = None  # None: CUDA's (tests set a stand-in)
+        return epoch_graph.EpochGraph(self.graph_body(train, val), required=self.cfg.cuda_graphs is True)
 
     def graph_body(
         self, train: TensorData, val: TensorData | None
