@@ -86,6 +86,43 @@ def test_device_cuda_runs_there_or_is_refused_in_one_line(tmp_path):
     assert row["losses_close"] is True, row
 
 
+def run_graphs(tmp_path, *args: str) -> tuple[subprocess.CompletedProcess[str], list[dict]]:
+    out = tmp_path / "graphs.json"
+    out.unlink(missing_ok=True)
+    command = [sys.executable, "-m", "benchmarks.graphs", *args, "--rounds", "1", "--json", str(out)]
+    proc = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    return proc, json.loads(out.read_text()) if out.exists() else []
+
+
+def test_the_graphs_check_runs_both_sides_and_compares_them(tmp_path):
+    """`python -m benchmarks.graphs`: on the CPU both sides are the eager loop (said, with why),
+    the same history and weights; `--device cuda` without CUDA is refused in one line, and with
+    CUDA S0 small's epochs are replayed, bit for bit those of the eager loop."""
+    proc, rows = run_graphs(tmp_path, "--device", "cpu", "--epochs", "6", "--only", "s0_small,s0_wide_adam")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert [row["case"] for row in rows] == ["s0_small", "s0_wide_adam"]
+    for row in rows:
+        assert row["replayed"] is False and "not CUDA" in row["failure"], row
+        assert row["same_history"] is True and row["max_weight_gap"] == 0.0 and row["epochs"] == 6
+        assert row["ratio"] == pytest.approx(row["graphs_s"] / row["eager_s"])
+    assert proc.stdout.count("eager (training on cpu, not CUDA)") == 2
+    proc, rows = run_graphs(tmp_path, "--device", "cuda", "--epochs", "8", "--only", "s0_small")
+    if not torch.cuda.is_available():
+        assert proc.returncode == 2 and rows == []
+        assert proc.stderr.strip().count("\n") == 0 and "no CUDA device" in proc.stderr, proc.stderr
+        return
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (row,) = rows
+    assert row["replayed"] is True and row["same_history"] is True and row["max_weight_gap"] == 0.0, row
+
+
+def test_the_graphs_check_refuses_unknown_cases_in_one_line(tmp_path):
+    proc, rows = run_graphs(tmp_path, "--device", "cpu", "--only", "s9")
+    assert proc.returncode == 2 and rows == [] and proc.stdout == ""
+    expected = "--only s9: expected cases from s0_small, s0_wide, s0_wide_adam and counts >= 1"
+    assert proc.stderr.strip() == expected
+
+
 def test_named_experiments_describe_the_baselines(tmp_path):
     """conf/experiment still holds the tutorials' workloads (the suite refuses to run otherwise)."""
     for workload in W.workloads(quick=False):

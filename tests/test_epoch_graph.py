@@ -239,3 +239,28 @@ def test_a_failed_capture_goes_on_eagerly_or_ends_in_one_line_when_required(requ
     assert graphs[0].replay is None and graphs[0].eager_epochs == len(eager.state.history)
     assert trainer.state.history == eager.state.history
     assert same_weights(eager.model, trainer.model)
+
+
+def test_a_gpu_checkpoint_resumes_on_the_cpu_with_the_cpus_kernels():
+    """A CUDA run's optimizer state says fused and capturable (Adam with graphs); resumed on the
+    CPU it steps with the CPU's own choices, so it ends where an uninterrupted CPU run ends."""
+    full = {"optimizer": "adam", "lr": 0.01, "batch_size": "full", "epochs": 6}
+    params = config(train=full)
+    model, loss, train, val = prepare(params)
+    straight = Trainer(model, params.train, loss, CPU)
+    straight.fit(train, val)
+    first = config(train={**full, "epochs": 3})
+    model, loss, train, val = prepare(first)
+    before = Trainer(model, first.train, loss, CPU)
+    before.fit(train, val)
+    saved = before.state_dict()
+    for group in saved["optimizer"]["param_groups"]:
+        group.update(fused=True, capturable=True, foreach=None)  # as a CUDA run with graphs saves it
+    model, loss, train, val = prepare(params)
+    after = Trainer(model, params.train, loss, CPU)
+    after.load_state_dict(saved)
+    assert after.optimizer.param_groups[0]["capturable"] is False
+    assert after.optimizer.param_groups[0]["foreach"] is True and not after.optimizer.param_groups[0]["fused"]
+    after.fit(train, val)
+    assert after.state.history == straight.state.history
+    assert same_weights(straight.model, after.model)

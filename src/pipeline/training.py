@@ -316,6 +316,7 @@ class Trainer:
         self.state = TrainState()
         self.best_weights: dict[str, torch.Tensor] | None = None
         self.eval_batch_size = 8192
+        self.graph: epoch_graph.EpochGraph | None = None  # the last fit's, when it replayed epochs
 
     # -- the loop -----------------------------------------------------------------------------
     def fit(
@@ -343,7 +344,7 @@ class Trainer:
         batch_size = n if cfg.batch_size == "full" else cfg.batch_size
         if cfg.max_steps and state.step >= cfg.max_steps:
             state.stop_reason = "max_steps"
-        graph = self.epoch_graph(train, val, 1 if batch_size >= n else -(-n // batch_size))
+        graph = self.graph = self.epoch_graph(train, val, 1 if batch_size >= n else -(-n // batch_size))
         self.model.train()
         while state.epoch < cfg.epochs and not state.stop_reason:
             if not self.model.training:  # `evaluate` switched it (not per epoch: it walks every module)
@@ -483,6 +484,21 @@ class Trainer:
                 state.stop_reason = "early_stopping"
 
     # -- resume -------------------------------------------------------------------------------
+    KERNEL_OPTIONS = ("foreach", "fused", "capturable")
+
+    def _on_this_device(self, saved: dict[str, Any]) -> dict[str, Any]:
+        """The saved optimizer with this run's kernel choices (`optimizer_options`): a GPU run's
+        checkpoint says fused and capturable, which a CPU run must not inherit, and the other way
+        round; torch then places the step counters as these choices want them."""
+        mine = self.optimizer.param_groups
+        if len(saved.get("param_groups", ())) != len(mine):
+            return saved  # torch's own load says what is wrong
+        groups = [
+            {**group, **{k: own[k] for k in self.KERNEL_OPTIONS if k in own}}
+            for group, own in zip(saved["param_groups"], mine, strict=True)
+        ]
+        return {**saved, "param_groups": groups}
+
     def state_dict(self) -> dict[str, Any]:
         return {
             "model": self.model.state_dict(),
@@ -501,7 +517,7 @@ class Trainer:
 
     def load_state_dict(self, saved: dict[str, Any]) -> None:
         self.model.load_state_dict(saved["model"])
-        self.optimizer.load_state_dict(saved["optimizer"])
+        self.optimizer.load_state_dict(self._on_this_device(saved["optimizer"]))
         if self.scheduler is not None and saved["scheduler"] is not None:
             self.scheduler.load_state_dict(saved["scheduler"])
         self.generator.set_state(saved["generator"])
