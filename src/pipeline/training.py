@@ -24,6 +24,7 @@ from torch import nn
 from pipeline import epoch_graph, history
 from pipeline.backprop import DirectBackward, unsupported
 from pipeline.config import TrainConfig
+from pipeline.errors import ConfigError
 from pipeline.model import make_loss
 from pipeline.updates import plain_update
 
@@ -429,8 +430,6 @@ class Trainer:
         )
         if reason:
             if self.cfg.cuda_graphs is True:
-                from pipeline.errors import ConfigError
-
                 raise ConfigError("train.cuda_graphs", True, f"auto or false here: {reason}")
             return None
         return epoch_graph.EpochGraph(self.graph_body(train, val), required=self.cfg.cuda_graphs is True)
