@@ -63,10 +63,10 @@ def workloads(quick: bool) -> list[Workload]:
     s4_iters = 500 if quick else 3000
     wide_epochs = 200 if quick else 2000
     s1_epochs = 3 if quick else 10
-    # a full run gives the seconds-long workloads more rounds: a median of 15 (5) pairs, not of
+    # a full run gives the seconds-long workloads more rounds: a median of 15 (S1: 9) pairs, not of
     # 3: on this shared machine one core's speed drifts by +-15 % from one second to the next, so
     # S0 small's per-round ratios spread as much, against the 5 % the tracking row allows
-    short_rounds, s1_rounds = (3, 3) if quick else (15, 5)
+    short_rounds, s1_rounds = (3, 3) if quick else (15, 9)
     return [
         Workload(
             "s0_small",
