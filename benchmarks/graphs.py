@@ -32,7 +32,6 @@ def fit_once(raw: dict[str, Any], graphs: Any) -> dict[str, Any]:
     """One fit of `raw` with `train.cuda_graphs: graphs`: seconds, history, weights, graph use."""
     import torch
 
-    from pipeline import epoch_graph
     from pipeline.config import default_loss, params_from_dict
     from pipeline.data import make_dataset
     from pipeline.model import build_model, head_size
@@ -60,15 +59,12 @@ def fit_once(raw: dict[str, Any], graphs: Any) -> dict[str, Any]:
     sync()
     seconds = time.perf_counter() - started
     graph = trainer.graph
-    why = epoch_graph.unsupported(
-        device, 1, trainer.scheduler is not None, trainer.model, params.train.compile, trainer.optimizer
-    )
     return {
         "seconds": seconds,
         "history": state.history,
         "weights": {k: v.detach().cpu() for k, v in trainer.model.state_dict().items()},
         "replayed": graph is not None and graph.replay is not None,
-        "failure": graph.failure if graph is not None else why or "not replayed",
+        "failure": graph.failure if graph is not None else trainer.graph_unsupported(1) or "not replayed",
     }
 
 

@@ -300,8 +300,8 @@ class Trainer:
         self.model, self.cfg, self.loss_name, self.device = model.to(device), cfg, loss, device
         self.loss_fn = make_loss(loss, cfg.huber_delta)
         leave_dynamo_unimported()
-        self.graphs_planned = epoch_graph.planned(cfg, device, self.model)
-        self.optimizer = make_optimizer(self.model.parameters(), cfg, device, self.graphs_planned)
+        capturable = epoch_graph.planned(cfg, device, self.model)
+        self.optimizer = make_optimizer(self.model.parameters(), cfg, device, capturable)
         self.scheduler = make_scheduler(self.optimizer, cfg)
         self.params = [p for group in self.optimizer.param_groups for p in group["params"]]
         self.step = lean_step(self.optimizer, self.scheduler)
@@ -345,7 +345,7 @@ class Trainer:
         batch_size = n if cfg.batch_size == "full" else cfg.batch_size
         if cfg.max_steps and state.step >= cfg.max_steps:
             state.stop_reason = "max_steps"
-        graph = self.graph = self.epoch_graph(train, val, 1 if batch_size >= n else -(-n // batch_size))
+        graph = self.graph = self.epoch_graph(train, val, len(batches(n, batch_size, None)))
         self.model.train()
         while state.epoch < cfg.epochs and not state.stop_reason:
             if not self.model.training:  # `evaluate` switched it (not per epoch: it walks every module)
@@ -353,11 +353,7 @@ class Trainer:
             val_totals = None
             if graph is not None:  # the whole epoch, validation included, in one replay
                 totals, val_totals = graph.epoch()
-                state.step += 1
-                if test is not None and cfg.test_every_steps and state.step % cfg.test_every_steps == 0:
-                    state.test_history.append({"step": state.step, **self.evaluate(test).read("test")})
-                if cfg.max_steps and state.step >= cfg.max_steps:
-                    state.stop_reason = "max_steps"
+                self._stepped(test)
             else:
                 totals = self._train_epoch(train, n, batch_size, test)
             state.epoch += 1
@@ -380,7 +376,7 @@ class Trainer:
         return state
 
     def _train_epoch(self, train: TensorData, n: int, batch_size: int, test: TensorData | None) -> Metrics:
-        cfg, state = self.cfg, self.state
+        cfg = self.cfg
         totals = Metrics(self.loss_name, self.device)
         order = None
         if cfg.shuffle and batch_size < n:
@@ -390,14 +386,21 @@ class Trainer:
                 xb = train.x if index is None else train.x[index]
                 yb = train.y if index is None else train.y[index]
                 self._train_step(xb, yb, totals)
-                state.step += 1
-                if test is not None and cfg.test_every_steps and state.step % cfg.test_every_steps == 0:
-                    state.test_history.append({"step": state.step, **self.evaluate(test).read("test")})
-                    self.model.train()
-                if cfg.max_steps and state.step >= cfg.max_steps:
-                    state.stop_reason = "max_steps"
+                if self._stepped(test):
                     break
         return totals
+
+    def _stepped(self, test: TensorData | None) -> bool:
+        """Counts one optimizer step, scores `test` when it is due; True once max_steps is reached."""
+        cfg, state = self.cfg, self.state
+        state.step += 1
+        if test is not None and cfg.test_every_steps and state.step % cfg.test_every_steps == 0:
+            state.test_history.append({"step": state.step, **self.evaluate(test).read("test")})
+            self.model.train()
+        if cfg.max_steps and state.step >= cfg.max_steps:
+            state.stop_reason = "max_steps"
+            return True
+        return False
 
     def _train_step(self, xb: torch.Tensor, yb: torch.Tensor, totals: Metrics) -> None:
         """One optimizer step on a batch, its loss and hits added to `totals`."""
@@ -420,19 +423,19 @@ class Trainer:
         None (eager epochs); `true` where it cannot be is refused in one line."""
         if self.cfg.cuda_graphs is False:
             return None
-        reason = epoch_graph.unsupported(
-            self.device,
-            steps_per_epoch,
-            self.scheduler is not None,
-            self.model,
-            self.cfg.compile,
-            self.optimizer,
-        )
+        reason = self.graph_unsupported(steps_per_epoch)
         if reason:
             if self.cfg.cuda_graphs is True:
                 raise ConfigError("train.cuda_graphs", True, f"auto or false here: {reason}")
             return None
         return epoch_graph.EpochGraph(self.graph_body(train, val), required=self.cfg.cuda_graphs is True)
+
+    def graph_unsupported(self, steps_per_epoch: int) -> str:
+        """Why this trainer's epochs cannot be replayed as a CUDA graph ('' when they can)."""
+        scheduled, compiled = self.scheduler is not None, self.cfg.compile
+        return epoch_graph.unsupported(
+            self.device, steps_per_epoch, scheduled, self.model, compiled, self.optimizer
+        )
 
     def graph_body(
         self, train: TensorData, val: TensorData | None
