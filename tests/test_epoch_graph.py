@@ -106,7 +106,9 @@ def test_a_resumed_replayed_fit_continues_exactly():
     model, loss, train, val = prepare(params)
     after = Trainer(model, params.train, loss, CPU)
     after.load_state_dict(before.state_dict())
-    (graph,) = [replayed(after), after.fit(train, val)][0]
+    built = replayed(after)
+    after.fit(train, val)
+    (graph,) = built
     assert graph.replay is not None  # 5 epochs left: 3 warm-ups, a capture, a replay
     assert after.state.history == straight.state.history
     assert same_weights(straight.model, after.model)
