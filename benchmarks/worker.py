@@ -78,6 +78,7 @@ class Probe:
         self.wrap(tracking, "git_tags", "git_tags")
         self.wrap(tracking.Tracker, "start", "tracker_start")
         self.wrap(tracking.Tracker, "flush", "metrics_flush")
+        self.wrap(tracking.Tracker, "log_metrics", "log_metrics")  # buffers each epoch's row
         self.wrap(tracking.Tracker, "log_model", model_label)  # checkpoints log theirs through it
         self.wrap(tracking.Tracker, "log_checkpoint", "log_checkpoint")
         self.wrap(tracking.Tracker, "register", "register_model")

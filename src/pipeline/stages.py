@@ -147,7 +147,7 @@ def _train(params: Params, layout: Layout, background: Any) -> dict[str, Any]:
         "data_fingerprint": meta["fingerprint"],
         "device": str(device),
         "package_version": __version__,
-        **git_tags(layout.root),
+        **(git_tags(layout.root) if params.tracking.enabled else {}),  # two git commands: for runs only
     }
     if exp := os.environ.get("DVC_EXP_NAME"):
         tags["dvc_exp_name"] = exp
