@@ -446,12 +446,13 @@ def compare(workload: W.Workload, a: str, b: str, measured: dict[str, Any]) -> d
         costs = [tracking_cost(x, y, m) for x, y, m in zip(ra, rb, logging, strict=True)]
         row["tracking_cost_s"] = median(costs)
         row["tracking_costs"] = [round(c, 4) for c in costs]
-        row["tracking_ratio"] = median([1 + c / x["seconds"] for x, c in zip(ra, costs, strict=True)])
+        row["whole_run_ratio"] = row["ratio"]  # model logging included
+        row["ratio"] = median([1 + c / x["seconds"] for x, c in zip(ra, costs, strict=True)])
         # does tracking slow the fit's own computation (a check: this ratio moves with the machine)
         fits = [(fit_own_seconds(x), fit_own_seconds(y)) for x, y in zip(ra, rb, strict=True)]
         row["fit_own_ratio"] = median([y / x for x, y in fits]) if all(x > 0 for x, _ in fits) else None
         row["passed"] = (
-            row["tracking_ratio"] <= workload.target and row["model_logging_s"] <= TARGETS["model_logging"][0]
+            row["ratio"] <= workload.target and row["model_logging_s"] <= TARGETS["model_logging"][0]
         )
     else:
         row["passed"] = row["ratio"] <= workload.target
@@ -466,9 +467,10 @@ def compare(workload: W.Workload, a: str, b: str, measured: dict[str, Any]) -> d
 
 def print_row(row: dict[str, Any]) -> None:
     a, b = SIDE_LABEL[row["a"]], SIDE_LABEL[row["b"]]
+    whole = row.get("whole_run_ratio", row["ratio"])  # the tracking row judges another ratio
     print(
         f"  {a}: {row['a_seconds']:.3f} s   {b}: {row['b_seconds']:.3f} s   "
-        f"ratio {b}/{a} = {row['ratio']:.3f} (median of {len(row['ratios'])} rounds: "
+        f"ratio {b}/{a} = {whole:.3f} (median of {len(row['ratios'])} rounds: "
         f"{', '.join(f'{r:.3f}' for r in row['ratios'])})"
     )
     print(f"  ratio of the two sides' fastest runs: {row['ratio_of_fastest']:.3f}")
@@ -499,7 +501,7 @@ def print_row(row: dict[str, Any]) -> None:
         fit_own = "-" if row.get("fit_own_ratio") is None else format(row["fit_own_ratio"], ".3f")
         print(
             f"  tracking's cost less model logging, around the fit's own time: "
-            f"{row['tracking_cost_s'] * 1000:.1f} ms a run, ratio {row['tracking_ratio']:.3f}; "
+            f"{row['tracking_cost_s'] * 1000:.1f} ms a run, ratio {row['ratio']:.3f}; "
             f"the fit's own time tracked / untracked: {fit_own} (moves with the machine)"
         )
     for note in filter(None, [row.get("note")]):
@@ -693,8 +695,8 @@ def table(rows: list[dict[str, Any]]) -> list[str]:
         if name == "tracking":
             out.append(
                 f"{'tracking: on / off, less model logging':<44} "
-                f"{row['tracking_ratio']:>24.3f} {'<= 1.05':>12}  "
-                f"{'PASS' if row['tracking_ratio'] <= row['target'] else 'MISS'}"
+                f"{row['ratio']:>24.3f} {'<= 1.05':>12}  "
+                f"{'PASS' if row['ratio'] <= row['target'] else 'MISS'}"
             )
             out.append(
                 f"{'  the same, whole runs (median of pairs)':<44} "
