@@ -75,7 +75,7 @@ class Probe:
 
         self.wrap(stages, "_load_split", "load_split")
         self.wrap(training.Trainer, "fit", "fit")
-        self.wrap(tracking, "git_tags", "git_tags")
+        self.wrap(tracking, "ask_git", "ask_git")  # starting the two git commands; read later
         self.wrap(tracking.Tracker, "start", "tracker_start")
         self.wrap(tracking.Tracker, "flush", "metrics_flush")
         self.wrap(tracking.Tracker, "log_metrics", "log_metrics")  # buffers each epoch's row

@@ -1,6 +1,7 @@
 """The four stages in process on the tiny config: each writes what the next one reads."""
 
 import os
+import subprocess
 
 from pipeline import stages
 from pipeline.files import read_json
@@ -34,4 +35,32 @@ def test_git_is_asked_for_a_runs_tags_only_when_there_is_a_run(make_params, layo
     assert not calls.exists()
     tracked = {"enabled": True, "process": False, "log_model": False, "log_checkpoints": False}
     stages.train(make_params(tracking=tracked), layout)
-    assert calls.read_text().startswith("rev-parse HEAD")
+    asked = set(calls.read_text().splitlines())  # MLflow's context tags ask git too (GitPython)
+    assert {"rev-parse HEAD", "status --porcelain --untracked-files=no"} <= asked, asked
+
+
+def test_a_runs_git_tags_name_the_commit_and_whether_tracked_files_changed(tmp_path):
+    """Asked first, read later (the two commands run meanwhile), from a real git repository."""
+    from pipeline.tracking import ask_git, git_tags
+
+    assert git_tags(tmp_path) == {}  # not a repository
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@t",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@t",
+    }
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    assert git_tags(tmp_path) == {}  # no commit yet
+    (tmp_path / "tracked.txt").write_text("one\n")
+    subprocess.run(["git", "add", "tracked.txt"], cwd=tmp_path, check=True)
+    subprocess.run(["git", "commit", "-qm", "one"], cwd=tmp_path, check=True, env=env)
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True, text=True
+    ).stdout.strip()
+    (tmp_path / "untracked.txt").write_text("not in git\n")
+    answer = ask_git(tmp_path)
+    assert answer() == {"git_commit": head, "git_dirty": "false"}  # untracked files do not count
+    (tmp_path / "tracked.txt").write_text("two\n")
+    assert git_tags(tmp_path) == {"git_commit": head, "git_dirty": "true"}

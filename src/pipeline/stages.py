@@ -106,11 +106,12 @@ def _train(params: Params, layout: Layout, background: Any) -> dict[str, Any]:
     from pipeline.callbacks import Checkpointer, MetricLogger, ProgressBar
     from pipeline.history import json_text as history_text
     from pipeline.model import build_model, head_size
-    from pipeline.tracking import git_tags
+    from pipeline.tracking import ask_git
     from pipeline.tracking_process import start_tracker
     from pipeline.training import Trainer, resolve_device, seed_everything, to_tensors
 
     cfg = params.train
+    git_tags = ask_git(layout.root) if params.tracking.enabled else dict  # a run's tags, read below
     meta, parts = _load_split(layout, ("train", "val", "test") if cfg.test_every_steps else ("train", "val"))
     check_task(params, meta["task"], len(meta["class_names"]) or None)
     loss = default_loss(meta["task"]) if cfg.loss == "auto" else cfg.loss
@@ -147,7 +148,7 @@ def _train(params: Params, layout: Layout, background: Any) -> dict[str, Any]:
         "data_fingerprint": meta["fingerprint"],
         "device": str(device),
         "package_version": __version__,
-        **(git_tags(layout.root) if params.tracking.enabled else {}),  # two git commands: for runs only
+        **git_tags(),
     }
     if exp := os.environ.get("DVC_EXP_NAME"):
         tags["dvc_exp_name"] = exp

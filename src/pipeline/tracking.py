@@ -11,7 +11,7 @@ import os
 import random
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -69,16 +69,39 @@ def _run_params(params: dict[str, Any]) -> dict[str, str]:
 
 
 def git_tags(cwd: Path | None = None) -> dict[str, str]:
-    def git(*args: str) -> str:
-        out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10)
-        return out.stdout.strip() if out.returncode == 0 else ""
+    """The commit checked out in `cwd` and whether tracked files differ from it; {} outside git."""
+    return ask_git(cwd)()
 
+
+def ask_git(cwd: Path | None = None) -> Callable[[], dict[str, str]]:
+    """`git_tags`, asked now and read by calling the result: the two commands run on another core
+    meanwhile (`git status` takes tens of milliseconds in a real repository). `status` takes no
+    optional lock, so that a `git commit` the user runs at the same time does not fail on it."""
+    env = {**os.environ, "GIT_OPTIONAL_LOCKS": "0"}
     try:
-        commit = git("rev-parse", "HEAD")
-        dirty = bool(git("status", "--porcelain", "--untracked-files=no")) if commit else False
-    except (OSError, subprocess.TimeoutExpired):
-        return {}
-    return {"git_commit": commit, "git_dirty": str(dirty).lower()} if commit else {}
+        asked = [
+            subprocess.Popen(
+                ["git", *args], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+            )
+            for args in (("rev-parse", "HEAD"), ("status", "--porcelain", "--untracked-files=no"))
+        ]
+    except OSError:  # no git
+        return dict
+
+    def answer() -> dict[str, str]:
+        out = []
+        for process in asked:
+            try:
+                text, _ = process.communicate(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.communicate()
+                text = ""
+            out.append(text.strip() if process.returncode == 0 else "")
+        commit, status = out
+        return {"git_commit": commit, "git_dirty": str(bool(status)).lower()} if commit else {}
+
+    return answer
 
 
 class RunFacts(NamedTuple):
