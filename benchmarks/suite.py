@@ -654,7 +654,10 @@ def scaling_row(args: argparse.Namespace, scratch: Path, zygote: Zygote) -> dict
         worker.close()
     growth = [b["seconds"] / a["seconds"] for a, b in itertools.pairwise(sizes)]
     for s in sizes:
-        print(f"  {s['n_samples']:>9,} samples: {s['seconds'] * 1000:9.1f} ms (median of {s['repeats']})")
+        first = f"; a fit's first epoch {s['first_epoch_s'] * 1000:.1f} ms" if "first_epoch_s" in s else ""
+        print(
+            f"  {s['n_samples']:>9,} samples: {s['seconds'] * 1000:9.1f} ms (median of {s['repeats']}{first})"
+        )
     labels = [f"10^{i + 3}->10^{i + 4}" for i in range(len(growth))]
     decades = zip(labels, growth, strict=True)
     print("  growth per decade: " + ", ".join(f"{lab} x{g:.2f}" for lab, g in decades))

@@ -99,9 +99,11 @@ def workloads(quick: bool) -> list[Workload]:
             s1_epochs,
             0.70,
             f"S1 with train.fused: true (torch's fused Adam kernel on the CPU), {s1_epochs} ep",
-            note="the same Adam update, other rounding: final losses within 1e-4 relative, not bit for bit",
+            note="the same Adam update, other rounding: final losses within 1e-3 relative, not bit for bit",
             b_side="ours_fused",  # runs in S1's group, with train.fused: true
-            loss_tolerance=1e-4,
+            # 2,500 steps' rounding, compounded into a loss of 2.7e-7: 1.1e-5 apart on the machine
+            # of 2026-12-02, 4.8e-4 on an AVX-512 one (2026-12-03); a wrong update is orders off
+            loss_tolerance=1e-3,
             rounds=s1_rounds,
         ),
         Workload(

@@ -4,6 +4,7 @@ identical to the plain loop. No timing is asserted here; `python -m benchmarks` 
 
 from __future__ import annotations
 
+import gc
 import json
 import subprocess
 import sys
@@ -313,3 +314,29 @@ def test_a_hosted_side_runs_its_own_params_in_the_hosts_process(workdir, one_thr
     assert tracked["final_loss"] == untracked["final_loss"]
     runs = {s: json.loads((workdir / "group" / s / "models" / "run.json").read_text()) for s in sides}
     assert runs["ours"]["run_id"] and runs["ours_untracked"]["run_id"] is None
+
+
+def test_scaling_times_a_fits_second_epoch(one_thread, monkeypatch):
+    """The scaling row's epoch is a fit's second (what every epoch costs), its first shown beside."""
+    from benchmarks.worker import EpochClock, Scaling
+    from pipeline.data import make_dataset
+    from pipeline.model import build_model
+    from pipeline.split import split_dataset
+    from pipeline.training import Trainer, to_tensors
+
+    params = params_from_dict(W.ours_params(W.by_name("s0_small", quick=True), tracking=False, size=3))
+    parts = split_dataset(make_dataset(params.data), params.split)
+    cpu = torch.device("cpu")
+    train_set = to_tensors(parts["train"].features, parts["train"].targets, "cross_entropy", cpu)
+    clock = EpochClock()
+    Trainer(build_model(params.model, 2, 4), params.train, "cross_entropy", cpu).fit(train_set, None, [clock])
+    assert len(clock.ends) == 3 and clock.ends == sorted(clock.ends)  # one mark per epoch
+    monkeypatch.setattr(Scaling, "QUICK_SIZES", (1_000, 10_000))  # 10^5 would take seconds here
+    gc.collect()
+    gc.freeze()  # as the suite's worker does: each repeat's collection walks only what it made
+    try:
+        sizes = Scaling({"quick": True}).run()["sizes"]
+    finally:
+        gc.unfreeze()
+    assert [s["n_samples"] for s in sizes] == [1_000, 10_000]
+    assert all(s["seconds"] > 0 and s["first_epoch_s"] > 0 and s["repeats"] >= 1 for s in sizes)
