@@ -149,6 +149,44 @@ def test_each_training_registers_a_version_and_champion_follows_the_better_test_
     assert _champion(client) == "2"
 
 
+def test_a_version_of_an_existing_model_is_the_one_mlflow_registers(workdir, make_params, capsys):
+    """Once the registered model exists, a run registers its new version without MLflow's failed
+    insert and read-back of every version; the version, the logged model and the words on stderr
+    are those of `mlflow.register_model`."""
+    import mlflow
+
+    from pipeline import store_rows
+    from pipeline.config import TrackingConfig
+    from pipeline.tracking import Tracker
+
+    client = _client()
+    assert store_rows.registered_model_exists(client, NAME) is False
+    run = _execute(make_params(tracking=_tracking()), workdir)["run"]  # v1, MLflow's way (new model)
+    assert store_rows.registered_model_exists(client, NAME) is True
+    tags = {"run_id": run["run_id"], "data_fingerprint": "x"}
+    capsys.readouterr()
+    theirs = mlflow.register_model(run["model_uri"], NAME, tags=tags)
+    their_words = capsys.readouterr().err
+    tracker = Tracker(TrackingConfig(**_tracking()), run["run_id"])
+    with pytest.MonkeyPatch.context() as patch:  # not through MLflow's way this time
+        patch.setattr(mlflow, "register_model", lambda *a, **k: pytest.fail("mlflow.register_model called"))
+        ours = client.get_model_version(NAME, tracker.register(run["model_uri"], tags))
+    assert capsys.readouterr().err == their_words.replace("'2'", "'3'")
+    assert (str(theirs.version), str(ours.version)) == ("2", "3")
+
+    def fields(version: Any) -> dict[str, Any]:
+        out = {
+            k: v
+            for k, v in vars(version).items()
+            if k not in ("_version", "_creation_time", "_last_updated_timestamp")
+        }
+        return {**out, "_tags": dict(version.tags)}
+
+    assert fields(ours) == fields(client.get_model_version(NAME, "2"))
+    logged = client.get_logged_model(run["model_uri"].removeprefix("models:/"))
+    assert [v["version"] for v in json.loads(logged.tags["mlflow.modelVersions"])] == [1, 2, 3]
+
+
 @pytest.mark.parametrize(
     "args", [("rollback", "--model-name", "no-such-model"), ("promote", "1", "--model-name", "no-such-model")]
 )

@@ -109,8 +109,11 @@ def validated(metrics: Sequence[Any], params: list[Any], tags: list[Any]) -> tup
     from mlflow.utils.validation import _validate_batch_log_data, _validate_metric
 
     plain = all(
-        type(m.key) is str and type(m.value) is float and type(m.step) is int
-        and type(m.timestamp) is int and m.timestamp >= 0
+        type(m.key) is str
+        and type(m.value) is float
+        and type(m.step) is int
+        and type(m.timestamp) is int
+        and m.timestamp >= 0
         for m in metrics
     )
     if not plain:
@@ -408,6 +411,27 @@ def sql_store() -> Any:
         hasattr(db, model) for model in _STORE_TABLES
     )
     return store if isinstance(store, SqlAlchemyStore) and parts else None
+
+
+def registered_model_exists(client: Any, name: str) -> bool | None:
+    """Whether the registry holds the registered model `name` (None: not a database registry, ask
+    MLflow). One indexed read of its row: `mlflow.register_model` finds out by failing to insert
+    it and then reading it back with every version it has, longer with each version registered."""
+    try:
+        from mlflow.exceptions import MlflowException
+        from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
+        from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore
+
+        store = client._get_registry_client().store
+        if not isinstance(store, SqlAlchemyStore) or not hasattr(store, "_get_registered_model"):
+            return None
+        with store.ManagedSessionMaker() as session:
+            store._get_registered_model(session, name)
+        return True
+    except MlflowException as exc:
+        return False if exc.error_code == ErrorCode.Name(RESOURCE_DOES_NOT_EXIST) else None
+    except Exception:  # an MLflow laid out otherwise
+        return None
 
 
 def leave_active_run(run_id: str | None) -> bool:

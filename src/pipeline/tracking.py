@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import random
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -400,7 +401,24 @@ class Tracker:
         import logging
 
         logging.getLogger("mlflow.tracking._model_registry").setLevel(logging.WARNING)
-        version = _mlflow().register_model(model_uri, self.cfg.registered_name, tags=tags)
+        mlflow, name = _mlflow(), self.cfg.registered_name
+        model_id = model_uri.removeprefix("models:/")
+        client = mlflow.MlflowClient()
+        if (
+            model_uri.startswith("models:/")
+            and "/" not in model_id
+            and store_rows.registered_model_exists(client, name)
+        ):
+            # what `register_model` does for a models:/ URI once the registered model exists
+            print(
+                f"Registered model {name!r} already exists. Creating a new version of this model...",
+                file=sys.stderr,
+            )
+            version = client.create_model_version(name, model_uri, tags=tags, model_id=model_id)
+            print(f"Created version '{version.version}' of model '{version.name}'.", file=sys.stderr)
+            _link_version(client, model_id, version)
+        else:
+            version = mlflow.register_model(model_uri, name, tags=tags)
         return str(version.version)
 
     def decide_champion(self, version: str | None, metric: str, larger_is_better: bool, value: float) -> str:
@@ -431,6 +449,28 @@ class Tracker:
             return
         if not (self.flush(status) and store_rows.leave_active_run(self.run_id)):
             _mlflow().end_run(status=status)
+
+
+def _link_version(client: Any, model_id: str, version: Any) -> None:
+    """The new version added to its logged model's `mlflow.modelVersions` tag, as
+    `mlflow.register_model` adds it (a model gone from the store: no link, a warning there too)."""
+    import json
+    import logging
+
+    from mlflow.exceptions import MlflowException
+    from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS
+
+    links = [{"name": version.name, "version": version.version}]
+    try:
+        if held := client.get_logged_model(model_id).tags.get(MLFLOW_MODEL_VERSIONS):
+            links = json.loads(held) + links
+        client.set_logged_model_tags(model_id, {MLFLOW_MODEL_VERSIONS: json.dumps(links)})
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+        logging.getLogger(__name__).warning(
+            "logged model %s is gone: version %s not linked to it", model_id, version.version
+        )
 
 
 def warm_up(models: bool = False) -> None:
