@@ -149,7 +149,8 @@ def test_each_training_registers_a_version_and_champion_follows_the_better_test_
     assert _champion(client) == "2"
 
 
-def test_a_version_of_an_existing_model_is_the_one_mlflow_registers(workdir, make_params, capsys):
+@pytest.mark.parametrize("link", ["rows", "client"])
+def test_a_version_of_an_existing_model_is_the_one_mlflow_registers(workdir, make_params, capsys, link):
     """Once the registered model exists, a run registers its new version without MLflow's failed
     insert and read-back of every version; the version, the logged model and the words on stderr
     are those of `mlflow.register_model`."""
@@ -170,6 +171,8 @@ def test_a_version_of_an_existing_model_is_the_one_mlflow_registers(workdir, mak
     tracker = Tracker(TrackingConfig(**_tracking()), run["run_id"])
     with pytest.MonkeyPatch.context() as patch:  # not through MLflow's way this time
         patch.setattr(mlflow, "register_model", lambda *a, **k: pytest.fail("mlflow.register_model called"))
+        if link == "client":  # the logged model's link through the client's calls (a server)
+            patch.setattr(store_rows, "link_model_version", lambda *a: False)
         ours = client.get_model_version(NAME, tracker.register(run["model_uri"], tags))
     assert capsys.readouterr().err == their_words.replace("'2'", "'3'")
     assert (str(theirs.version), str(ours.version)) == ("2", "3")

@@ -434,6 +434,34 @@ def registered_model_exists(client: Any, name: str) -> bool | None:
         return None
 
 
+def link_model_version(model_id: str, name: str, version: Any) -> bool:
+    """The registered `version` of `name` added to its logged model's `mlflow.modelVersions` tag,
+    read from the tag's row (`mlflow.register_model` reads the whole logged model twice for it,
+    its params and metrics included, and the client's `set_logged_model_tags` once more); False:
+    not a database store, the client's calls do it. A model gone: MLflow's error, as theirs."""
+    store = sql_store()
+    if store is None or not hasattr(store, "set_logged_model_tags"):
+        return False
+    import json
+
+    from mlflow.entities import LoggedModelTag
+    from mlflow.store.tracking.dbmodels import models as db
+    from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS
+
+    tag = getattr(db, "SqlLoggedModelTag", None)
+    if tag is None:
+        return False
+    with store.ManagedSessionMaker() as session:
+        held = (
+            session.query(tag.tag_value)
+            .filter(tag.model_id == model_id, tag.tag_key == MLFLOW_MODEL_VERSIONS)
+            .scalar()
+        )
+    links = (json.loads(held) if held else []) + [{"name": name, "version": version}]
+    store.set_logged_model_tags(model_id, [LoggedModelTag(MLFLOW_MODEL_VERSIONS, json.dumps(links))])
+    return True
+
+
 def leave_active_run(run_id: str | None) -> bool:
     """What `mlflow.end_run` does besides ending the run in the store (done by `write`):
     the run off MLflow's stack of active runs. False if MLflow keeps that stack differently (or

@@ -462,6 +462,8 @@ def _link_version(client: Any, model_id: str, version: Any) -> None:
 
     links = [{"name": version.name, "version": version.version}]
     try:
+        if store_rows.link_model_version(model_id, version.name, version.version):
+            return
         if held := client.get_logged_model(model_id).tags.get(MLFLOW_MODEL_VERSIONS):
             links = json.loads(held) + links
         client.set_logged_model_tags(model_id, {MLFLOW_MODEL_VERSIONS: json.dumps(links)})
