@@ -654,9 +654,11 @@ def scaling_row(args: argparse.Namespace, scratch: Path, zygote: Zygote) -> dict
         worker.close()
     growth = [b["seconds"] / a["seconds"] for a, b in itertools.pairwise(sizes)]
     for s in sizes:
+        spread = f"; median {s['median_s'] * 1000:.1f} ms" if "median_s" in s else ""
         first = f"; a fit's first epoch {s['first_epoch_s'] * 1000:.1f} ms" if "first_epoch_s" in s else ""
         print(
-            f"  {s['n_samples']:>9,} samples: {s['seconds'] * 1000:9.1f} ms (median of {s['repeats']}{first})"
+            f"  {s['n_samples']:>9,} samples: {s['seconds'] * 1000:9.1f} ms "
+            f"(fastest of {s['repeats']} epochs{spread}{first})"
         )
     labels = [f"10^{i + 3}->10^{i + 4}" for i in range(len(growth))]
     decades = zip(labels, growth, strict=True)
