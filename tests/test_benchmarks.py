@@ -173,43 +173,27 @@ def test_the_probe_counts_every_logged_model_as_model_logging(workdir, one_threa
 
 
 def _run(seconds: float, **parts: float) -> dict:
-    return {"seconds": seconds, "parts": parts}
+    return {"seconds": seconds, "parts": parts, "peak_rss_kb": 1}
+
+
+def _tracking_row(untracked: list[dict], tracked: list[dict]) -> dict:
+    from benchmarks.suite import compare
+
+    measured = {"runs": {"ours_untracked": untracked, "ours": tracked}, "ready": {}, "loadavg": [0, 0]}
+    return compare(W.by_name("tracking", quick=True), "ours_untracked", "ours", measured)
 
 
 def test_the_tracking_row_counts_what_tracking_adds_around_the_fits_own_time():
     """The machine's speed moves the fit's own time (the same computation on both sides) by tens of
     percent from one run to the next; the row's ratio counts what tracking adds around it: the
     run's start and end, and its calls from inside the fit, less model logging."""
-    from benchmarks.suite import compare
-
-    workload = W.by_name("tracking", quick=True)
     # each round: a slow fit on one side, a fast one on the other; tracking adds 20 ms around the
     # fit and 5 ms of metric rows and 30 ms of checkpoint models (model logging) inside it
     untracked = [_run(0.60, fit=0.55, log_metrics=0.001), _run(0.35, fit=0.30, log_metrics=0.001)]
-    tracked = [
-        _run(
-            0.44 + 0.05 + 0.02 + 0.04,
-            fit=0.44,
-            log_metrics=0.006,
-            log_checkpoint=0.03,
-            log_checkpoint_model=0.03,
-            log_model=0.03,
-            register_model=0.01,
-        ),
-        _run(
-            0.64 + 0.05 + 0.02 + 0.04,
-            fit=0.64,
-            log_metrics=0.006,
-            log_checkpoint=0.03,
-            log_checkpoint_model=0.03,
-            log_model=0.03,
-            register_model=0.01,
-        ),
-    ]
-    measured = {"runs": {"ours_untracked": untracked, "ours": tracked}, "ready": {}, "loadavg": [0, 0]}
-    for run in untracked + tracked:
-        run["peak_rss_kb"] = 1
-    row = compare(workload, "ours_untracked", "ours", measured)
+    inside = {"log_metrics": 0.006, "log_checkpoint": 0.03, "log_checkpoint_model": 0.03}
+    logged = {"log_model": 0.03, "register_model": 0.01}
+    tracked = [_run(fit + 0.05 + 0.02 + 0.04, fit=fit, **inside, **logged) for fit in (0.44, 0.64)]
+    row = _tracking_row(untracked, tracked)
     assert row["tracking_costs"] == [pytest.approx(0.025), pytest.approx(0.025)]
     assert row["ratio"] == pytest.approx(1 + (0.025 / 0.60 + 0.025 / 0.35) / 2)  # the verdict's
     assert row["model_logging_s"] == pytest.approx(0.07)
@@ -223,35 +207,17 @@ def test_the_tracking_row_counts_what_tracking_adds_around_the_fits_own_time():
 def test_a_steady_tracking_row_is_judged_on_its_whole_runs_too():
     """Where the machine held still, the whole runs also show what tracking may slow inside the
     fit (the cost around it cannot): the row passes only if both ratios are within the target."""
-    from benchmarks.suite import compare
-
-    workload = W.by_name("tracking", quick=True)
     untracked = [_run(0.400, fit=0.380, log_metrics=0.001) for _ in range(3)]
     # 10 ms around the fit (1.025), and a fit 20 ms slower tracked: 1.075 in whole runs
     tracked = [_run(0.430, fit=0.400 + 0.005, log_metrics=0.006) for _ in range(3)]
-    measured = {"ready": {}, "loadavg": [0, 0]}
-    for run in untracked + tracked:
-        run["peak_rss_kb"] = 1
-    row = compare(
-        workload,
-        "ours_untracked",
-        "ours",
-        {**measured, "runs": {"ours_untracked": untracked, "ours": tracked}},
-    )
+    row = _tracking_row(untracked, tracked)
     assert not row["noisy"] and row["whole_runs_judged"]
     assert row["ratio"] == pytest.approx(1.025) and row["ratio_excluding_model_logging"] == pytest.approx(
         1.075
     )
     assert row["passed"] is False
     tracked = [_run(0.410, fit=0.380 + 0.005, log_metrics=0.006) for _ in range(3)]  # the same fit
-    for run in tracked:
-        run["peak_rss_kb"] = 1
-    row = compare(
-        workload,
-        "ours_untracked",
-        "ours",
-        {**measured, "runs": {"ours_untracked": untracked, "ours": tracked}},
-    )
+    row = _tracking_row(untracked, tracked)
     assert row["passed"] is True
     assert row["fit_own_ratio"] == pytest.approx(1.0)
 
