@@ -41,9 +41,9 @@ def test_git_is_asked_for_a_runs_tags_only_when_there_is_a_run(make_params, layo
 
 def test_a_runs_git_tags_name_the_commit_and_whether_tracked_files_changed(tmp_path):
     """Asked first, read later (the two commands run meanwhile), from a real git repository."""
-    from pipeline.tracking import ask_git, git_tags
+    from pipeline.tracking import ask_git
 
-    assert git_tags(tmp_path) == {}  # not a repository
+    assert ask_git(tmp_path)() == {}  # not a repository
     env = {
         **os.environ,
         "GIT_AUTHOR_NAME": "t",
@@ -52,7 +52,7 @@ def test_a_runs_git_tags_name_the_commit_and_whether_tracked_files_changed(tmp_p
         "GIT_COMMITTER_EMAIL": "t@t",
     }
     subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
-    assert git_tags(tmp_path) == {}  # no commit yet
+    assert ask_git(tmp_path)() == {}  # no commit yet
     (tmp_path / "tracked.txt").write_text("one\n")
     subprocess.run(["git", "add", "tracked.txt"], cwd=tmp_path, check=True)
     subprocess.run(["git", "commit", "-qm", "one"], cwd=tmp_path, check=True, env=env)
@@ -63,4 +63,4 @@ def test_a_runs_git_tags_name_the_commit_and_whether_tracked_files_changed(tmp_p
     answer = ask_git(tmp_path)
     assert answer() == {"git_commit": head, "git_dirty": "false"}  # untracked files do not count
     (tmp_path / "tracked.txt").write_text("two\n")
-    assert git_tags(tmp_path) == {"git_commit": head, "git_dirty": "true"}
+    assert ask_git(tmp_path)() == {"git_commit": head, "git_dirty": "true"}

@@ -109,11 +109,8 @@ def validated(metrics: Sequence[Any], params: list[Any], tags: list[Any]) -> tup
     from mlflow.utils.validation import _validate_batch_log_data, _validate_metric
 
     plain = all(
-        type(m.key) is str
-        and type(m.value) is float
-        and type(m.step) is int
-        and type(m.timestamp) is int
-        and m.timestamp >= 0
+        type(m.key) is str and type(m.value) is float and type(m.step) is int
+        and type(m.timestamp) is int and m.timestamp >= 0
         for m in metrics
     )
     if not plain:
@@ -442,8 +439,6 @@ def link_model_version(model_id: str, name: str, version: Any) -> bool:
     store = sql_store()
     if store is None or not hasattr(store, "set_logged_model_tags"):
         return False
-    import json
-
     from mlflow.entities import LoggedModelTag
     from mlflow.store.tracking.dbmodels import models as db
     from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS
@@ -457,9 +452,16 @@ def link_model_version(model_id: str, name: str, version: Any) -> bool:
             .filter(tag.model_id == model_id, tag.tag_key == MLFLOW_MODEL_VERSIONS)
             .scalar()
         )
-    links = (json.loads(held) if held else []) + [{"name": name, "version": version}]
-    store.set_logged_model_tags(model_id, [LoggedModelTag(MLFLOW_MODEL_VERSIONS, json.dumps(links))])
+    links = version_links(held, name, version)
+    store.set_logged_model_tags(model_id, [LoggedModelTag(MLFLOW_MODEL_VERSIONS, links)])
     return True
+
+
+def version_links(held: str | None, name: str, version: Any) -> str:
+    """A logged model's `mlflow.modelVersions` tag (`held`, JSON) with one version more."""
+    import json
+
+    return json.dumps((json.loads(held) if held else []) + [{"name": name, "version": version}])
 
 
 def leave_active_run(run_id: str | None) -> bool:

@@ -69,15 +69,11 @@ def _run_params(params: dict[str, Any]) -> dict[str, str]:
     return {k: v[:6000] for k, v in flatten(params).items()}
 
 
-def git_tags(cwd: Path | None = None) -> dict[str, str]:
-    """The commit checked out in `cwd` and whether tracked files differ from it; {} outside git."""
-    return ask_git(cwd)()
-
-
 def ask_git(cwd: Path | None = None) -> Callable[[], dict[str, str]]:
-    """`git_tags`, asked now and read by calling the result: the two commands run on another core
-    meanwhile (`git status` takes tens of milliseconds in a real repository). `status` takes no
-    optional lock, so that a `git commit` the user runs at the same time does not fail on it."""
+    """A run's git tags, asked now and read by calling the result: the commit checked out in `cwd`
+    and whether tracked files differ from it ({} outside git). The two commands run on another
+    core meanwhile (`git status` takes tens of milliseconds in a real repository); `status` takes
+    no optional lock, so that a `git commit` the user runs at the same time does not fail on it."""
     env = {**os.environ, "GIT_OPTIONAL_LOCKS": "0"}
     try:
         asked = [
@@ -454,19 +450,17 @@ class Tracker:
 def _link_version(client: Any, model_id: str, version: Any) -> None:
     """The new version added to its logged model's `mlflow.modelVersions` tag, as
     `mlflow.register_model` adds it (a model gone from the store: no link, a warning there too)."""
-    import json
     import logging
 
     from mlflow.exceptions import MlflowException
     from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS
 
-    links = [{"name": version.name, "version": version.version}]
     try:
         if store_rows.link_model_version(model_id, version.name, version.version):
             return
-        if held := client.get_logged_model(model_id).tags.get(MLFLOW_MODEL_VERSIONS):
-            links = json.loads(held) + links
-        client.set_logged_model_tags(model_id, {MLFLOW_MODEL_VERSIONS: json.dumps(links)})
+        held = client.get_logged_model(model_id).tags.get(MLFLOW_MODEL_VERSIONS)
+        links = store_rows.version_links(held, version.name, version.version)
+        client.set_logged_model_tags(model_id, {MLFLOW_MODEL_VERSIONS: links})
     except MlflowException as exc:
         if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
             raise
