@@ -6,7 +6,9 @@ identical to the tutorial loop.
 
 Levers: `s1_adam` (Adam's per-tensor loop, `foreach=True`, `fused=True`), `s1_metrics` (the fit
 loop's per-batch metric tensors against `loss.item()`), `s0_small_fit` and `s1_fit` (our fit loop,
-no tracking, with the direct backward pass and with autograd, against the tutorial loop).
+no tracking, with the direct backward pass and with autograd, against the tutorial loop),
+`s1_adam_state` (Adam's passes on S1's own moments against random ones of the same shapes, and
+how often torch's `sqrt` differs from the correctly rounded one: what a one-pass kernel meets).
 """
 
 from __future__ import annotations
@@ -76,6 +78,81 @@ def s1_loop(epochs: int, adam: dict[str, Any], metrics: bool = False) -> Callabl
         return float(sums[0] / len(X)) if metrics else total / (len(X) // 16)
 
     return run
+
+
+def adam_passes(params: list[Any], grads: list[Any], moments: tuple[list[Any], list[Any]]) -> None:
+    """One Adam update as torch's foreach implementation runs it (lr 1e-3, step 100)."""
+    import torch
+
+    exp_avgs, exp_avg_sqs = moments
+    torch._foreach_lerp_(exp_avgs, grads, 0.1)
+    torch._foreach_mul_(exp_avg_sqs, 0.999)
+    torch._foreach_addcmul_(exp_avg_sqs, grads, grads, 0.001)
+    denoms = torch._foreach_sqrt(exp_avg_sqs)
+    torch._foreach_div_(denoms, [(1 - 0.999**100) ** 0.5] * len(params))
+    torch._foreach_add_(denoms, 1e-8)
+    torch._foreach_addcdiv_(params, exp_avgs, denoms, [-1e-3 / (1 - 0.9**100)] * len(params))
+
+
+def s1_adam_state(epochs: int, repeats: int) -> None:
+    """Adam's passes on S1's moments after `epochs` of the tutorial loop, against random numbers
+    of the same shapes at scales where nothing underflows; torch's sqrt against IEEE's."""
+    import numpy as np
+    import torch
+    from torch import nn
+
+    from pipeline.allocator import keep_freed_pages
+
+    keep_freed_pages()  # as in ours: the square roots' 1 MB comes back without page faults
+    x, y = W.blobs64()
+    X, Y = torch.tensor(x, dtype=torch.float32), torch.tensor(y, dtype=torch.float32)
+    torch.manual_seed(2020)
+    model = nn.Sequential(nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 1024), nn.ReLU(), nn.Linear(1024, 1))
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    criterion = nn.BCEWithLogitsLoss()
+    for _ in range(epochs):
+        for i in range(0, len(X), 16):
+            loss = criterion(model(X[i : i + 16])[:, 0], Y[i : i + 16])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    params = [p.detach() for p in model.parameters()]
+    own = [params, [p.grad for p in model.parameters()]]
+    own += [[optimizer.state[p][k] for p in model.parameters()] for k in ("exp_avg", "exp_avg_sq")]
+    generator = torch.Generator().manual_seed(0)
+    drawn = [  # parameters, gradients, exp_avg, exp_avg_sq: far from float32's smallest normal
+        [
+            torch.randn(t.shape, generator=generator).mul_(scale).abs_()
+            if square
+            else torch.randn(t.shape, generator=generator).mul_(scale)
+            for t in group
+        ]
+        for group, scale, square in zip(
+            own, (0.1, 1e-2, 1e-3, 1e-4), (False, False, False, True), strict=True
+        )
+    ]
+    tiny = torch.finfo(torch.float32).tiny
+
+    def timed(groups: list[list[torch.Tensor]]) -> float:
+        best = float("inf")
+        for _ in range(repeats):
+            copies = [[t.clone() for t in group] for group in groups]
+            started = time.perf_counter()
+            for _ in range(20):
+                adam_passes(copies[0], copies[1], (copies[2], copies[3]))
+            best = min(best, (time.perf_counter() - started) / 20)
+        return best
+
+    exp_avg = torch.cat([t.flatten() for t in own[2]])
+    subnormal = float(((exp_avg != 0) & (exp_avg.abs() < tiny)).double().mean())
+    real, normal = timed(own), timed(drawn)
+    print(f"\n== S1, Adam's passes after {epochs} epochs of the tutorial loop (280k numbers)")
+    print(f"  on S1's own ({subnormal:.1%} of exp_avg subnormal): {real * 1e6:7.0f} us an update")
+    print(f"  on random numbers, none near underflow: {normal * 1e6:7.0f} us  (x{real / normal:.2f})")
+    squares = torch.cat([t.flatten() for t in own[3]])
+    exact = torch.from_numpy(np.sqrt(squares.double().numpy()).astype(np.float32))
+    wrong = int((squares.sqrt() != exact).sum())
+    print(f"  torch.sqrt(exp_avg_sq) off the correctly rounded root in {wrong:,} of {len(squares):,}")
 
 
 def ours_fit(name: str, epochs: int, **train: Any) -> Callable[[], float]:
@@ -156,6 +233,8 @@ def main() -> None:
             args.repeats,
         )
         report("S1, 3 epochs: the fit loop alone (no tracking, no checkpoints)", results)
+    if "s1_adam_state" in only:
+        s1_adam_state(10, args.repeats)
 
 
 if __name__ == "__main__":
