@@ -5,7 +5,7 @@ BIN := $(abspath $(VENV))/bin
 export PATH := $(BIN):$(PATH)
 export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
 
-.PHONY: run test test-fast lint optimizers bench bench-quick clean
+.PHONY: run test test-fast lint optimizers bench bench-quick device-wheels clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,9 @@ bench: $(VENV)/.installed  ## the benchmark suite: tutorial baselines vs ours, o
 
 bench-quick: $(VENV)/.installed  ## the same, smaller, in under two minutes on an idle machine
 	python -m benchmarks --quick
+
+device-wheels: $(VENV)/.installed  ## what the GPU check carries to the device machine (benchmarks/README.md, "GPU")
+	python -m benchmarks.device_kit wheels
 
 lint: $(VENV)/.installed
 	ruff check src tests benchmarks

@@ -308,3 +308,14 @@ def test_scaling_times_a_fits_second_epoch(one_thread, monkeypatch):
     assert [s["n_samples"] for s in sizes] == [1_000, 10_000]
     assert all(0 < s["seconds"] <= s["median_s"] and s["first_epoch_s"] > 0 for s in sizes)
     assert all(s["repeats"] >= Scaling.EPOCHS - 1 for s in sizes)  # timed: all but each fit's first epoch
+
+
+def test_the_s1_adam_lever_measures_s1s_own_tensors(capsys):
+    from benchmarks.levers import s1_adam_state
+
+    figures = s1_adam_state(epochs=1, repeats=1)
+    printed = capsys.readouterr().out
+    assert figures["n"] == 64 * 256 + 256 + 256 * 1024 + 1024 + 1024 + 1  # S1's parameters
+    assert 0 <= figures["sqrt_off"] < figures["n"] and 0 <= figures["subnormal"] < 1
+    assert figures["own_s"] > 0 and figures["normal_s"] > 0
+    assert f"in {figures['sqrt_off']:,} of {figures['n']:,}" in printed
