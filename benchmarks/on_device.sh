@@ -17,7 +17,7 @@ mkdir -p "$OUT"
 export PYTHONPATH="$PWD/src:/tmp/site" PATH="/tmp/site/bin:$PATH" PYTHONUNBUFFERED=1 MLFLOW_DISABLE_TELEMETRY=true
 
 { nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>&1 || true
-  "$PYTHON" -c 'import sys, torch, mlflow, pydantic, pipeline; print(sys.version.split()[0], "torch", torch.__version__, "cuda", torch.cuda.is_available(), "mlflow", mlflow.__version__, "pydantic", pydantic.VERSION)'
+  "$PYTHON" -c 'import sys, numpy, pandas, torch, mlflow, pydantic, pipeline.stages; print(sys.version.split()[0], "torch", torch.__version__, "cuda", torch.cuda.is_available(), "numpy", numpy.__version__, "pandas", pandas.__version__, "mlflow", mlflow.__version__, "pydantic", pydantic.VERSION)'
 } 2>&1 | tee "$OUT/machine.txt"
 [ "${PIPESTATUS[0]}" = 0 ] || exit 4
 
