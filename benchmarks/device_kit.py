@@ -4,11 +4,11 @@ That machine (an H200) runs an image of its own: Python 3.12 with torch, torchvi
 pandas, scikit-learn and more, but no MLflow, pydantic or Hydra, and it reaches no package index.
 What the suite needs beyond the image travels as wheels in `.whl/` (ignored by git):
 
-    python -m benchmarks.device_kit wheels      # here, before asking for the machine (~1 min)
+    python -m benchmarks.device_kit wheels      # here, before asking for the machine (~15 s)
     bash benchmarks/on_device.sh                # there: run tool, carry [".whl"], timeout_s 540
 
-`on_device.sh` installs the wheels and the project into /tmp/site, then runs the two checks
-benchmarks/README.md ("GPU") names, their JSON and logs under $OUT.
+`on_device.sh` installs the wheels into /tmp/site (the project runs from `src/`), then runs the
+two checks benchmarks/README.md ("GPU") names, their JSON and logs under $OUT.
 """
 
 from __future__ import annotations
