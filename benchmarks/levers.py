@@ -80,20 +80,6 @@ def s1_loop(epochs: int, adam: dict[str, Any], metrics: bool = False) -> Callabl
     return run
 
 
-def adam_passes(params: list[Any], grads: list[Any], moments: tuple[list[Any], list[Any]]) -> None:
-    """One Adam update as torch's foreach implementation runs it (lr 1e-3, step 100)."""
-    import torch
-
-    exp_avgs, exp_avg_sqs = moments
-    torch._foreach_lerp_(exp_avgs, grads, 0.1)
-    torch._foreach_mul_(exp_avg_sqs, 0.999)
-    torch._foreach_addcmul_(exp_avg_sqs, grads, grads, 0.001)
-    denoms = torch._foreach_sqrt(exp_avg_sqs)
-    torch._foreach_div_(denoms, [(1 - 0.999**100) ** 0.5] * len(params))
-    torch._foreach_add_(denoms, 1e-8)
-    torch._foreach_addcdiv_(params, exp_avgs, denoms, [-1e-3 / (1 - 0.9**100)] * len(params))
-
-
 def s1_adam_state(epochs: int, repeats: int) -> dict[str, float]:
     """Adam's passes on S1's moments after `epochs` of the tutorial loop, against random numbers
     of the same shapes at scales where nothing underflows; torch's sqrt against IEEE's."""
@@ -102,6 +88,7 @@ def s1_adam_state(epochs: int, repeats: int) -> dict[str, float]:
     from torch import nn
 
     from pipeline.allocator import keep_freed_pages
+    from pipeline.updates import adam_passes
 
     keep_freed_pages()  # as in ours: the square roots' 1 MB comes back without page faults
     x, y = W.blobs64()
@@ -120,26 +107,21 @@ def s1_adam_state(epochs: int, repeats: int) -> dict[str, float]:
     own = [params, [p.grad for p in model.parameters()]]
     own += [[optimizer.state[p][k] for p in model.parameters()] for k in ("exp_avg", "exp_avg_sq")]
     generator = torch.Generator().manual_seed(0)
-    drawn = [  # parameters, gradients, exp_avg, exp_avg_sq: far from float32's smallest normal
-        [
-            torch.randn(t.shape, generator=generator).mul_(scale).abs_()
-            if square
-            else torch.randn(t.shape, generator=generator).mul_(scale)
-            for t in group
-        ]
-        for group, scale, square in zip(
-            own, (0.1, 1e-2, 1e-3, 1e-4), (False, False, False, True), strict=True
-        )
+    # parameters, gradients, exp_avg, exp_avg_sq (not negative): far from float32's smallest normal
+    drawn = [
+        [torch.randn(t.shape, generator=generator).mul_(scale) for t in group]
+        for group, scale in zip(own, (0.1, 1e-2, 1e-3, 1e-4), strict=True)
     ]
+    drawn[3] = [t.abs_() for t in drawn[3]]
     tiny = torch.finfo(torch.float32).tiny
 
     def timed(groups: list[list[torch.Tensor]]) -> float:
         best = float("inf")
         for _ in range(repeats):
-            copies = [[t.clone() for t in group] for group in groups]
+            p, g, m, v = ([t.clone() for t in group] for group in groups)
             started = time.perf_counter()
-            for _ in range(20):
-                adam_passes(copies[0], copies[1], (copies[2], copies[3]))
+            for _ in range(20):  # the pipeline's own update (pipeline.updates), at step 100
+                adam_passes(p, g, (m, v), 1e-3, (0.9, 0.999), 1e-8, 100.0)
             best = min(best, (time.perf_counter() - started) / 20)
         return best
 

@@ -104,22 +104,36 @@ def _adam(optimizer: torch.optim.Optimizer) -> Update:
                 return False
             cache.update(state=optimizer.state, lists=lists)
         steps, exp_avgs, exp_avg_sqs = cache["lists"]
-        lr, (beta1, beta2), eps = group["lr"], group["betas"], group["eps"]
         torch._foreach_add_(steps, one, alpha=1.0)
         if group["weight_decay"] != 0:  # decoupled (AdamW): plain_update refuses the other kind
-            torch._foreach_mul_(params, 1 - lr * group["weight_decay"])
-        torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)
-        torch._foreach_mul_(exp_avg_sqs, beta2)
-        torch._foreach_addcmul_(exp_avg_sqs, grads, grads, 1 - beta2)
+            torch._foreach_mul_(params, 1 - group["lr"] * group["weight_decay"])
         step = steps[0].item()  # the same for all: torch computes one per parameter
-        bias_correction1 = 1 - beta1**step
-        bias_correction2 = 1 - beta2**step
-        step_size = [(lr / bias_correction1) * -1] * len(params)
-        bias_correction2_sqrt = [bias_correction2**0.5] * len(params)
-        exp_avg_sq_sqrt = torch._foreach_sqrt(exp_avg_sqs)
-        torch._foreach_div_(exp_avg_sq_sqrt, bias_correction2_sqrt)
-        torch._foreach_add_(exp_avg_sq_sqrt, eps)
-        torch._foreach_addcdiv_(params, exp_avgs, exp_avg_sq_sqrt, step_size)
+        adam_passes(params, grads, (exp_avgs, exp_avg_sqs), group["lr"], group["betas"], group["eps"], step)
         return True
 
     return update
+
+
+def adam_passes(
+    params: list[torch.Tensor],
+    grads: list[torch.Tensor],
+    moments: tuple[list[torch.Tensor], list[torch.Tensor]],
+    lr: float,
+    betas: tuple[float, float],
+    eps: float,
+    step: float,
+) -> None:
+    """Adam's update of one group whose step counters reached `step`: the `torch._foreach_*` calls
+    of torch's `_multi_tensor_adam`, with its operands and scalars (weight decay done before)."""
+    (exp_avgs, exp_avg_sqs), (beta1, beta2) = moments, betas
+    torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)
+    torch._foreach_mul_(exp_avg_sqs, beta2)
+    torch._foreach_addcmul_(exp_avg_sqs, grads, grads, 1 - beta2)
+    bias_correction1 = 1 - beta1**step
+    bias_correction2 = 1 - beta2**step
+    step_size = [(lr / bias_correction1) * -1] * len(params)
+    bias_correction2_sqrt = [bias_correction2**0.5] * len(params)
+    exp_avg_sq_sqrt = torch._foreach_sqrt(exp_avg_sqs)
+    torch._foreach_div_(exp_avg_sq_sqrt, bias_correction2_sqrt)
+    torch._foreach_add_(exp_avg_sq_sqrt, eps)
+    torch._foreach_addcdiv_(params, exp_avgs, exp_avg_sq_sqrt, step_size)
