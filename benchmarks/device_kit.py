@@ -69,9 +69,14 @@ PLATFORMS = (
 )
 
 
+def normalized(name: str) -> str:
+    """A distribution's name as package indexes compare names (PEP 503)."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
 def distribution(wheel: str) -> str:
-    """A wheel file's distribution name, normalised as package indexes compare names."""
-    return re.sub(r"[-_.]+", "-", wheel.split("-", 1)[0]).lower()
+    """A wheel file's distribution name, normalised."""
+    return normalized(wheel.split("-", 1)[0])
 
 
 def to_carry(wheels: list[str], holds: frozenset[str] = IMAGE_HOLDS) -> list[str]:
