@@ -223,6 +223,26 @@ def test_a_steady_tracking_row_is_judged_on_its_whole_runs_too():
     assert row["fit_own_ratio"] == pytest.approx(1.0)
 
 
+def test_whole_runs_over_the_target_by_less_than_their_noise_are_not_judged():
+    """Three rounds of a core whose speed moves by a quarter cannot tell 1.2 from 1.0: whole runs
+    over the target within two standard errors of their median are not judged; a slowdown far
+    beyond their spread is (`python -m benchmarks --quick` read 1.079 as a MISS here)."""
+    logged = {"log_model": 0.03, "register_model": 0.01}
+
+    def row_for(untracked_s: tuple[float, ...], tracked_fits: tuple[float, ...]) -> dict:
+        untracked = [_run(s, fit=s - 0.05, log_metrics=0.001) for s in untracked_s]
+        tracked = [_run(f + 0.11, fit=f, log_metrics=0.006, **logged) for f in tracked_fits]
+        return _tracking_row(untracked, tracked)
+
+    row = row_for((0.70, 0.60, 0.84), (0.78, 0.80, 0.62))  # per round 1.16, 1.45, 0.87
+    assert not row["noisy"] and row["ratio_excluding_model_logging"] == pytest.approx(0.85 / 0.70)
+    assert row["whole_runs_error"] > (row["ratio_excluding_model_logging"] - 1.05) / 2
+    assert not row["whole_runs_judged"] and row["passed"] is True  # 20 ms around the fit: 1.036
+    row = row_for((0.40, 0.42, 0.44), (0.48, 0.51, 0.53))  # the fit a fifth slower, every round
+    assert row["whole_runs_error"] < 0.02 and row["ratio_excluding_model_logging"] > 1.2
+    assert not row["noisy"] and row["whole_runs_judged"] and row["passed"] is False
+
+
 @pytest.mark.parametrize(
     ("argv", "expected"),
     [
