@@ -11,15 +11,13 @@ On the CPU nothing is replayed: both sides are the eager loop (the script's own 
 
 from __future__ import annotations
 
-import argparse
-import json
 import statistics
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 from benchmarks import workloads as W
+from benchmarks.command_line import Parser, rows_path, write_rows
 
 CASES = {  # case -> (workload, overrides)
     "s0_small": ("s0_small", {}),
@@ -99,12 +97,12 @@ def measure(case: str, device: str, epochs: int | None, rounds: int) -> dict[str
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.graphs", description=__doc__.split("\n")[0])
+    parser = Parser(prog="python -m benchmarks.graphs", description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="cuda", help="cuda (default), cuda:N or cpu")
     parser.add_argument("--epochs", type=int, default=None, help="epochs per fit (default: the workload's)")
     parser.add_argument("--rounds", type=int, default=3, help="alternated fits of each side (default 3)")
     parser.add_argument("--only", default=",".join(CASES), help=f"comma-separated cases: {', '.join(CASES)}")
-    parser.add_argument("--json", type=Path, default=None, help="write the rows here")
+    parser.add_argument("--json", type=rows_path, default=None, help="write the rows here")
     args = parser.parse_args(argv)
     cases = [c.strip() for c in args.only.split(",") if c.strip()]
     unknown = [c for c in cases if c not in CASES]
@@ -129,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
             f"  max weight gap {row['max_weight_gap']:.3g}"
         )
     if args.json:
-        args.json.write_text(json.dumps(rows, indent=1) + "\n")
+        write_rows(args.json, rows)
     return 0
 
 

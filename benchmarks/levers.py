@@ -13,13 +13,13 @@ how often torch's `sqrt` differs from the correctly rounded one: what a one-pass
 
 from __future__ import annotations
 
-import argparse
 import os
 import time
 from collections.abc import Callable
 from typing import Any
 
 from benchmarks import workloads as W
+from benchmarks.command_line import Parser, positive
 
 
 def best_of(variants: dict[str, Callable[[], float]], repeats: int) -> dict[str, tuple[float, float]]:
@@ -165,12 +165,18 @@ def ours_fit(name: str, epochs: int, **train: Any) -> Callable[[], float]:
     return run
 
 
+LEVERS = ("s1_adam", "s1_metrics", "s0_small_fit", "s1_fit", "s1_adam_state")
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.levers", description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--only", default="s1_adam,s1_metrics,s0_small_fit")
+    parser = Parser(prog="python -m benchmarks.levers", description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=positive, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--repeats", type=positive, default=5)
+    parser.add_argument("--only", default=",".join(LEVERS[:3]), help=f"any of {', '.join(LEVERS)}")
     args = parser.parse_args()
+    unknown = set(args.only.split(",")) - set(LEVERS)
+    if unknown:
+        parser.error(f"--only: unknown {', '.join(sorted(unknown))}; expected any of {', '.join(LEVERS)}")
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     import torch
 

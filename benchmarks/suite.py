@@ -26,6 +26,7 @@ from typing import Any
 
 from benchmarks import overhead
 from benchmarks import workloads as W
+from benchmarks.command_line import Parser, positive, rows_path, write_rows
 
 SIDE_LABEL = {
     "baseline": "baseline",
@@ -795,7 +796,7 @@ def profile_workload(args: argparse.Namespace, scratch: Path, env: dict[str, str
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="python -m benchmarks",
         description="Tutorial-style baselines against the pipeline's own training, alternated A B A B; "
         "then the pipeline's overhead and scaling; then every target with PASS / MISS.",
@@ -805,18 +806,18 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="S0-wide 200 epochs, S1 3, S4 500 iterations, scaling to 10^5, one clean repro",
     )
-    parser.add_argument("--json", metavar="PATH", help="write the rows as a JSON list")
+    parser.add_argument("--json", metavar="PATH", type=rows_path, help="write the rows as a JSON list")
     parser.add_argument(
         "--reps",
         type=int,
         default=None,
-        help="rounds of A B per workload (default: 3; full runs: S0 small 7, S1 5)",
+        help="rounds of A B per workload (default: 3; full runs: S0 small and tracking 15, S1 9)",
     )
     everything = "s0_small,s0_wide,s1,s1_fused,s4,tracking,scaling,overhead"
     parser.add_argument("--only", default=everything, help=f"comma-separated subset of {everything}")
     parser.add_argument(
         "--threads",
-        type=int,
+        type=positive,
         default=None,
         help="OMP/MKL threads for every side and the dvc runs (default: torch's own choice)",
     )
@@ -826,7 +827,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         default="cpu",
         help="where both sides of every workload train (default cpu; scaling and overhead: as is)",
     )
-    parser.add_argument("--profile", metavar="WORKLOAD", help="cProfile one run of a workload instead")
+    names = [w.name for w in W.workloads(quick=False)]
+    parser.add_argument(
+        "--profile", metavar="WORKLOAD", choices=names, help=f"cProfile one run of one of {', '.join(names)}"
+    )
     parser.add_argument("--side", choices=list(SIDE_LABEL), help="with --profile: which side (ours)")
     parser.add_argument("--keep", action="store_true", help="keep the scratch folder and print it")
     args = parser.parse_args(argv)
@@ -836,6 +840,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"--only: unknown {', '.join(sorted(unknown))}")
     if args.reps is not None and args.reps < 3:
         parser.error("--reps: at least 3 rounds (A B A B A B)")
+    if args.side and not args.profile:
+        parser.error("--side: only with --profile WORKLOAD")
     return args
 
 
@@ -905,7 +911,7 @@ def main(argv: list[str] | None = None) -> int:
             for row in rows:
                 row["machine"] = info
                 row["mode"] = "quick" if args.quick else "full"
-            Path(args.json).write_text(json.dumps(rows, indent=2, default=str) + "\n")
+            write_rows(args.json, rows)
             print(f"rows written to {args.json}")
         return 0
     finally:

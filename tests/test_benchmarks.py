@@ -87,6 +87,55 @@ def test_device_cuda_runs_there_or_is_refused_in_one_line(tmp_path):
     assert row["losses_close"] is True, row
 
 
+@pytest.mark.parametrize(
+    ("module", "args", "expected"),
+    [
+        ("benchmarks", ["--threads", "0"], "argument --threads: expected a whole number >= 1, not 0"),
+        ("benchmarks", ["--reps", "2"], "--reps: at least 3 rounds (A B A B A B)"),
+        ("benchmarks", ["--only", "s9"], "--only: unknown s9"),
+        ("benchmarks", ["--profile", "s9"], "argument --profile: invalid choice: 's9'"),
+        ("benchmarks", ["--side", "ours"], "--side: only with --profile WORKLOAD"),
+        ("benchmarks", ["--json", "{missing}/rows.json"], "argument --json: {missing}/rows.json: no folder"),
+        ("benchmarks", ["--json", "{tmp}"], "argument --json: {tmp} is a folder"),
+        ("benchmarks.graphs", ["--json", "{missing}/g.json"], "argument --json: {missing}/g.json: no folder"),
+        ("benchmarks.levers", ["--repeats", "0"], "argument --repeats: expected a whole number >= 1"),
+        ("benchmarks.levers", ["--only", "s9"], "--only: unknown s9; expected any of s1_adam"),
+    ],
+)
+def test_bad_arguments_are_refused_in_one_line_before_any_work(tmp_path, module, args, expected):
+    """A bad argument (a `--json` path the rows could not be written to, found only after a run of
+    minutes until 2026-12-04, with a traceback) is one line naming it, exit 2, nothing written."""
+    names = {"missing": str(tmp_path / "missing"), "tmp": str(tmp_path)}
+    args = [a.format(**names) for a in args]
+    proc = subprocess.run(
+        [sys.executable, "-m", module, *args], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 2 and proc.stdout == "", (proc.stdout, proc.stderr)
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith(f"python -m {module}: "), proc.stderr
+    assert expected.format(**names) in proc.stderr, proc.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_rows_are_written_whole_or_not_at_all(tmp_path):
+    """A row that cannot be written (here: one whose value has no text) leaves the file that was
+    there as it was, and nothing beside it."""
+    from benchmarks.command_line import rows_path, write_rows
+
+    path = rows_path(str(tmp_path / "rows.json"))
+    assert list(tmp_path.iterdir()) == []  # the check writes nothing that stays
+    write_rows(path, [{"workload": "s1", "ratio": 0.7}])
+    assert json.loads(path.read_text()) == [{"workload": "s1", "ratio": 0.7}]
+    with pytest.raises(TypeError):
+        write_rows(path, [{"workload": "s0_small"}, {"workload": Unwritable()}])
+    assert json.loads(path.read_text()) == [{"workload": "s1", "ratio": 0.7}]  # the old rows kept
+    assert list(tmp_path.iterdir()) == [path]
+
+
+class Unwritable:
+    def __str__(self) -> str:
+        raise TypeError("no text for this")
+
+
 def run_graphs(tmp_path, *args: str) -> tuple[subprocess.CompletedProcess[str], list[dict]]:
     out = tmp_path / "graphs.json"
     out.unlink(missing_ok=True)
