@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -29,28 +30,23 @@ def positive(text: str) -> int:
 
 
 def rows_path(text: str) -> Path:
-    """An argparse type: where the rows will go, tried now by writing (and removing) the file the
-    rows are first written to (access checks say yes to root everywhere)."""
+    """An argparse type: where the rows will go, tried now by making (and removing) a file in its
+    folder, as the atomic write will (access checks say yes to root everywhere)."""
     path = Path(text)
     if path.is_dir():
         raise argparse.ArgumentTypeError(f"{text} is a folder; give a file's path")
     if not path.parent.is_dir():
         raise argparse.ArgumentTypeError(f"{text}: no folder {path.parent}")
-    partial = _partial(path)
     try:
-        partial.touch()
-        partial.unlink()
+        with tempfile.TemporaryFile(dir=path.parent):
+            pass
     except OSError as e:
         raise argparse.ArgumentTypeError(f"{text}: cannot write there ({e.strerror})") from None
     return path
 
 
 def write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
-    """The rows as a JSON list, whole or not at all: written beside `path`, then moved onto it."""
-    partial = _partial(path)
-    partial.write_text(json.dumps(rows, indent=2, default=str) + "\n")
-    partial.replace(path)
+    """The rows as a JSON list, whole or not at all (the pipeline's atomic write)."""
+    from pipeline.files import write_text
 
-
-def _partial(path: Path) -> Path:
-    return path.with_name(f".{path.name}.partial")
+    write_text(path, json.dumps(rows, indent=2, default=str) + "\n")

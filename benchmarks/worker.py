@@ -250,7 +250,7 @@ class Scaling(Side):
     def run(self) -> dict[str, Any]:
         budget = 0.5 if self.spec["quick"] else 3.0  # seconds of repeats per size, at least 1 run
         # what the imports made, set aside: each fit's gc.collect() walks only what the fits left
-        # (0.16 s a collection of the 0.3 million objects imported: 6 s of a quick run's 36 fits)
+        # (0.16 s a collection of the 0.3 million objects imported: 6 s of a quick run's 40 fits)
         gc.freeze()
         try:
             return {
